@@ -1,0 +1,219 @@
+{{/*
+Chart name.
+*/}}
+{{- define "pullsecret-injector.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: "<release>-<chart>" unless the release name already contains the chart name.
+*/}}
+{{- define "pullsecret-injector.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "pullsecret-injector.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "pullsecret-injector.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pullsecret-injector.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "pullsecret-injector.labels" -}}
+helm.sh/chart: {{ include "pullsecret-injector.chart" . }}
+{{ include "pullsecret-injector.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "pullsecret-injector.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pullsecret-injector.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "pullsecret-injector.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fixed paths of the binary's interface (see the container args in deployment.yaml).
+*/}}
+{{- define "pullsecret-injector.configDir" -}}/etc/pullsecret-injector/config{{- end }}
+{{- define "pullsecret-injector.tlsDir" -}}/etc/pullsecret-injector/tls{{- end }}
+{{- define "pullsecret-injector.credentialsDir" -}}/etc/pullsecret-injector/credentials{{- end }}
+
+{{/*
+Name of the kubernetes.io/tls Secret holding the serving certificate.
+*/}}
+{{- define "pullsecret-injector.tlsSecretName" -}}
+{{- if eq .Values.certificates.mode "existing" }}
+{{- required (printf "certificates.mode=existing needs certificates.existingSecret: the name of a kubernetes.io/tls Secret in namespace %q holding tls.crt and tls.key" .Release.Namespace) .Values.certificates.existingSecret }}
+{{- else }}
+{{- printf "%s-tls" (include "pullsecret-injector.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Namespaces excluded in the webhook's namespaceSelector: always kube-system, kube-node-lease and the
+release namespace, plus skipNamespaces and webhook.excludeNamespaces (deduplicated, order kept).
+*/}}
+{{- define "pullsecret-injector.excludedNamespaces" -}}
+{{- $all := concat (list "kube-system" "kube-node-lease" .Release.Namespace) (.Values.skipNamespaces | default list) (.Values.webhook.excludeNamespaces | default list) }}
+{{- toJson (uniq $all) }}
+{{- end }}
+
+{{/*
+Namespaces written to the config's skipNamespaces: skipNamespaces plus the release namespace.
+*/}}
+{{- define "pullsecret-injector.skipNamespaces" -}}
+{{- toJson (uniq (concat (.Values.skipNamespaces | default list) (list .Release.Namespace))) }}
+{{- end }}
+
+{{/*
+Normalised registries, as a JSON list. Each item:
+  name, secretName, hosts, preset   - copied from values
+  kind                              - "gcpJsonKey" | "basicAuth" | "dockerConfigJson" | "" (no credentials)
+  sourceSecret                      - Secret mounted at credentials/<name>/ ("" when kind is "")
+  createSecret                      - true when the chart creates sourceSecret from inline values
+  data                              - {key: plain text} for the Secret the chart creates
+  keys                              - keys of sourceSecret that are mounted (volume items)
+  volumeName, mountPath
+  credentials                       - the `credentials` block of the binary's config
+All value errors that JSON schema cannot express (duplicates, two credential sources, missing
+inline value) fail here with a message naming the registry.
+*/}}
+{{- define "pullsecret-injector.registries" -}}
+{{- $root := . }}
+{{- $fullname := include "pullsecret-injector.fullname" . }}
+{{- $credDir := include "pullsecret-injector.credentialsDir" . }}
+{{- $out := list }}
+{{- $names := dict }}
+{{- $secretNames := dict }}
+{{- if not .Values.registries }}
+{{- fail "registries is empty: configure at least one registry (see values.yaml)" }}
+{{- end }}
+{{- range $i, $entry := .Values.registries }}
+{{- $r := $entry }}
+{{- if and (eq $i 0) (not (hasKey $entry "name")) }}
+{{- /* A nameless first entry is the default gcp entry of values.yaml, so that
+       `--set-file registries[0].gcpJsonKey.value=key.json` alone (which replaces the whole list) works. */}}
+{{- $r = dict "name" "gcp" "preset" "gcp" "secretName" "gcr-pull" "gcpJsonKey" (dict "key" "key.json") }}
+{{- range $k, $v := $entry }}
+{{- $_ := set $r $k $v }}
+{{- end }}
+{{- end }}
+{{- $name := required (printf "registries[%d].name is required" $i) $r.name }}
+{{- $where := printf "registries[%d] (%s)" $i $name }}
+{{- $secretName := required (printf "%s: secretName is required" $where) $r.secretName }}
+{{- if not (or $r.hosts $r.preset) }}
+{{- fail (printf "%s: set hosts (a list of registry host patterns) or preset (gcp)" $where) }}
+{{- end }}
+{{- if hasKey $names $name }}
+{{- fail (printf "%s: the name %q is used by more than one registry" $where $name) }}
+{{- end }}
+{{- $_ := set $names $name true }}
+{{- if hasKey $secretNames $secretName }}
+{{- fail (printf "%s: secretName %q is already used by registry %q; each registry needs its own pull Secret" $where $secretName (get $secretNames $secretName)) }}
+{{- end }}
+{{- $_ := set $secretNames $secretName $name }}
+{{- $kinds := list }}
+{{- range $k := list "gcpJsonKey" "basicAuth" "dockerConfigJson" }}
+{{- if get $r $k }}
+{{- $kinds = append $kinds $k }}
+{{- end }}
+{{- end }}
+{{- if gt (len $kinds) 1 }}
+{{- fail (printf "%s: set at most one credential source, got %s" $where (join ", " $kinds)) }}
+{{- end }}
+{{- $mountPath := printf "%s/%s" $credDir $name }}
+{{- $item := dict "name" $name "secretName" $secretName "hosts" ($r.hosts | default list) "preset" ($r.preset | default "") "kind" "" "sourceSecret" "" "createSecret" false "data" dict "keys" list "volumeName" (printf "cred-%s" $name | trunc 63 | trimSuffix "-") "mountPath" $mountPath "credentials" dict }}
+{{- $generated := printf "%s-%s-credentials" $fullname $name }}
+{{- if $r.gcpJsonKey }}
+{{- $c := $r.gcpJsonKey }}
+{{- $_ := set $item "kind" "gcpJsonKey" }}
+{{- if $c.existingSecret }}
+{{- $key := $c.key | default "key.json" }}
+{{- $_ := set $item "sourceSecret" $c.existingSecret }}
+{{- $_ := set $item "keys" (list $key) }}
+{{- $_ := set $item "credentials" (dict "gcpJsonKey" (dict "file" (printf "%s/%s" $mountPath $key))) }}
+{{- else }}
+{{- $value := required (printf "%s: gcpJsonKey needs the service-account JSON key: pass --set-file registries[%d].gcpJsonKey.value=key.json, or set registries[%d].gcpJsonKey.existingSecret to a Secret in namespace %q holding key.json (or set registries[%d].gcpJsonKey=null to only inject the reference)" $where $i $i $root.Release.Namespace $i) $c.value }}
+{{- $_ := set $item "sourceSecret" $generated }}
+{{- $_ := set $item "createSecret" true }}
+{{- $_ := set $item "data" (dict "key.json" $value) }}
+{{- $_ := set $item "keys" (list "key.json") }}
+{{- $_ := set $item "credentials" (dict "gcpJsonKey" (dict "file" (printf "%s/key.json" $mountPath))) }}
+{{- end }}
+{{- else if $r.basicAuth }}
+{{- $c := $r.basicAuth }}
+{{- $_ := set $item "kind" "basicAuth" }}
+{{- if $c.existingSecret }}
+{{- $u := $c.usernameKey | default "username" }}
+{{- $p := $c.passwordKey | default "password" }}
+{{- $_ := set $item "sourceSecret" $c.existingSecret }}
+{{- $_ := set $item "keys" (list $u $p) }}
+{{- $_ := set $item "credentials" (dict "basicAuth" (dict "usernameFile" (printf "%s/%s" $mountPath $u) "passwordFile" (printf "%s/%s" $mountPath $p))) }}
+{{- else }}
+{{- $u := required (printf "%s: basicAuth needs username and password, or existingSecret" $where) $c.username }}
+{{- $p := required (printf "%s: basicAuth needs username and password, or existingSecret" $where) $c.password }}
+{{- $_ := set $item "sourceSecret" $generated }}
+{{- $_ := set $item "createSecret" true }}
+{{- $_ := set $item "data" (dict "username" $u "password" $p) }}
+{{- $_ := set $item "keys" (list "username" "password") }}
+{{- $_ := set $item "credentials" (dict "basicAuth" (dict "usernameFile" (printf "%s/username" $mountPath) "passwordFile" (printf "%s/password" $mountPath))) }}
+{{- end }}
+{{- else if $r.dockerConfigJson }}
+{{- $c := $r.dockerConfigJson }}
+{{- $_ := set $item "kind" "dockerConfigJson" }}
+{{- if $c.existingSecret }}
+{{- $key := $c.key | default ".dockerconfigjson" }}
+{{- $_ := set $item "sourceSecret" $c.existingSecret }}
+{{- $_ := set $item "keys" (list $key) }}
+{{- $_ := set $item "credentials" (dict "dockerConfigJson" (dict "file" (printf "%s/%s" $mountPath $key))) }}
+{{- else }}
+{{- $value := required (printf "%s: dockerConfigJson needs value (--set-file registries[%d].dockerConfigJson.value=config.json) or existingSecret" $where $i) $c.value }}
+{{- $_ := set $item "sourceSecret" $generated }}
+{{- $_ := set $item "createSecret" true }}
+{{- $_ := set $item "data" (dict ".dockerconfigjson" $value) }}
+{{- $_ := set $item "keys" (list ".dockerconfigjson") }}
+{{- $_ := set $item "credentials" (dict "dockerConfigJson" (dict "file" (printf "%s/.dockerconfigjson" $mountPath))) }}
+{{- end }}
+{{- end }}
+{{- $out = append $out $item }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/*
+Budget ("2s", "1500ms") in milliseconds, checked against webhook.timeoutSeconds.
+*/}}
+{{- define "pullsecret-injector.validateBudget" -}}
+{{- $b := toString .Values.provisioning.budget }}
+{{- $ms := 0 }}
+{{- if hasSuffix "ms" $b }}
+{{- $ms = trimSuffix "ms" $b | atoi }}
+{{- else if hasSuffix "s" $b }}
+{{- $ms = mul (trimSuffix "s" $b | atoi) 1000 }}
+{{- end }}
+{{- if ge (int $ms) (mul (int .Values.webhook.timeoutSeconds) 1000 | int) }}
+{{- fail (printf "provisioning.budget (%s) must be shorter than webhook.timeoutSeconds (%ds): the API server gives up on the webhook after timeoutSeconds" $b (int .Values.webhook.timeoutSeconds)) }}
+{{- end }}
+{{- end }}

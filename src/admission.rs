@@ -1,0 +1,603 @@
+//! AdmissionReview handling: read the request envelope (`admission.k8s.io/v1`), decide, ask the
+//! pull-Secret component, and write the response the API server decodes. Only Pod CREATE is mutated;
+//! anything else is allowed unchanged. Malformed input is an [`AdmissionError`] (an HTTP 4xx), never a panic.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, FailureMode};
+use crate::decision::{ContainerSet, Decision, PodView, Skip, decide};
+use crate::pull_secret::{EnsureOutcome, EnsureRequest, PullSecrets};
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+/// Kubernetes recommends warnings of at most 120 characters; longer ones may be cut.
+const MAX_WARNING_CHARS: usize = 120;
+const MAX_WARNINGS: usize = 10;
+/// Time kept back from the API server's timeout for writing and sending the answer.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdmissionError {
+    #[error("request body is not an AdmissionReview: {0}")]
+    Malformed(String),
+    #[error("unsupported AdmissionReview apiVersion {0:?}: only admission.k8s.io/v1 is served")]
+    UnsupportedVersion(String),
+    #[error("unsupported kind {0:?}: expected AdmissionReview")]
+    UnsupportedKind(String),
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    #[error("AdmissionReview request has no uid")]
+    MissingUid,
+    #[error("the Pod in the AdmissionReview cannot be read: {0}")]
+    InvalidPod(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a, O> {
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default = "Option::default")]
+    request: Option<Request<'a, O>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a, O> {
+    #[serde(borrow, default)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    resource: Option<GroupVersionResource<'a>>,
+    #[serde(borrow, default)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    operation: Option<Cow<'a, str>>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(default = "Option::default")]
+    object: Option<O>,
+    // oldObject, userInfo, options, ...: skipped unread.
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupVersionResource<'a> {
+    #[serde(borrow, default)]
+    group: Cow<'a, str>,
+    #[serde(borrow, default)]
+    resource: Cow<'a, str>,
+}
+
+/// A parsed review. The Pod view borrows from the request body.
+#[derive(Debug)]
+pub struct Review<'a> {
+    pub uid: Cow<'a, str>,
+    pub target: Target,
+    pub namespace: Cow<'a, str>,
+    pub dry_run: bool,
+    pub pod: PodView<'a>,
+}
+
+/// What the request is about, as far as this webhook cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    PodCreate,
+    EphemeralContainers,
+    /// Anything else: allowed unchanged.
+    Other,
+}
+
+/// Parses a request body. One pass in the common case: the Pod is read straight into its view.
+pub fn parse_review(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
+    match serde_json::from_slice::<Envelope<'_, PodView<'_>>>(body) {
+        Ok(envelope) => review_from(envelope, |object| object.unwrap_or_default()),
+        Err(first_error) => {
+            // The object may not be shaped like a Pod (another resource, or a broken Pod): read the
+            // envelope alone to tell a review of something else from a bad one.
+            let envelope = serde_json::from_slice::<Envelope<'_, serde::de::IgnoredAny>>(body)
+                .map_err(|e| AdmissionError::Malformed(e.to_string()))?;
+            let review = review_from(envelope, |_| PodView::default())?;
+            match review.target {
+                Target::Other => Ok(review),
+                _ => Err(AdmissionError::InvalidPod(first_error.to_string())),
+            }
+        }
+    }
+}
+
+fn review_from<'a, O>(
+    envelope: Envelope<'a, O>,
+    pod: impl FnOnce(Option<O>) -> PodView<'a>,
+) -> Result<Review<'a>, AdmissionError> {
+    match envelope.api_version.as_deref() {
+        Some(API_VERSION) => {}
+        other => {
+            return Err(AdmissionError::UnsupportedVersion(
+                other.unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    match envelope.kind.as_deref() {
+        Some(KIND) => {}
+        other => {
+            return Err(AdmissionError::UnsupportedKind(
+                other.unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    let request = envelope.request.ok_or(AdmissionError::MissingRequest)?;
+    let uid = request
+        .uid
+        .filter(|uid| !uid.is_empty())
+        .ok_or(AdmissionError::MissingUid)?;
+    let is_pods = request
+        .resource
+        .as_ref()
+        .is_some_and(|r| r.group.is_empty() && r.resource == "pods");
+    let target = match (
+        is_pods,
+        request.operation.as_deref(),
+        request.sub_resource.as_deref().unwrap_or(""),
+    ) {
+        (true, Some("CREATE"), "") => Target::PodCreate,
+        (true, Some("UPDATE"), "ephemeralcontainers") => Target::EphemeralContainers,
+        _ => Target::Other,
+    };
+    let pod = pod(request.object);
+    let namespace = request
+        .namespace
+        .filter(|ns| !ns.is_empty())
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or(Cow::Borrowed("default"));
+    Ok(Review {
+        uid,
+        target,
+        namespace,
+        dry_run: request.dry_run.unwrap_or(false),
+        pod,
+    })
+}
+
+/// What the webhook did with a review, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The Pod got pull Secret entries.
+    Patched,
+    /// A Pod was examined and needed nothing.
+    Unchanged,
+    /// Opted out, or in a skipped namespace.
+    Skipped,
+    /// Not a Pod CREATE (or ephemeral-container update): passed through.
+    Ignored,
+    /// Rejected because its pull Secret could not be made ready (`failureMode: deny`).
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Patched => "patched",
+            Self::Unchanged => "unchanged",
+            Self::Skipped => "skipped",
+            Self::Ignored => "ignored",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+/// The answer to one review: the serialized AdmissionReview plus what happened.
+#[derive(Debug)]
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub outcome: Outcome,
+    /// Registry names whose Secret was injected.
+    pub injected: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseEnvelope<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: Response<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Response<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    /// `[]byte` in the Go type: base64 text in JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct Status {
+    code: u16,
+    message: String,
+}
+
+/// Decides and answers one parsed review. `timeout` is the API server's `?timeout=`, when given.
+pub async fn answer(
+    review: &Review<'_>,
+    config: &Config,
+    pull_secrets: &dyn PullSecrets,
+    timeout: Option<Duration>,
+) -> Answer {
+    let set = match review.target {
+        Target::PodCreate => ContainerSet::PodCreate,
+        Target::EphemeralContainers => ContainerSet::Ephemeral,
+        Target::Other => {
+            return finish(review, Outcome::Ignored, None, Vec::new(), Vec::new(), None);
+        }
+    };
+    let decision = decide(config, &review.namespace, &review.pod, set);
+    if decision.skip.is_some() {
+        return finish(review, Outcome::Skipped, None, Vec::new(), Vec::new(), None);
+    }
+    let mut warnings = Vec::new();
+    for invalid in &decision.invalid_images {
+        push_warning(
+            &mut warnings,
+            format!(
+                "container {:?}: image {:?} is not a valid reference ({}); no pull Secret considered for it",
+                invalid.container, invalid.image, invalid.error
+            ),
+        );
+    }
+
+    let budget = provisioning_budget(config, timeout);
+    let mut not_ready = Vec::new();
+    for required in &decision.required {
+        // An ephemeral container only pulls with the Secrets the Pod already lists; a Secret it does
+        // not list cannot be added after creation, so making it exist would not help.
+        if set == ContainerSet::Ephemeral && !required.already_listed {
+            push_warning(
+                &mut warnings,
+                format!(
+                    "image {} needs pull Secret {:?}, which this Pod does not list; imagePullSecrets cannot change after creation",
+                    required.image, required.registry.secret_name
+                ),
+            );
+            continue;
+        }
+        let outcome = pull_secrets
+            .ensure(EnsureRequest {
+                namespace: &review.namespace,
+                registry: required.registry,
+                dry_run: review.dry_run,
+                budget,
+            })
+            .await;
+        match outcome {
+            EnsureOutcome::Ready | EnsureOutcome::NotManaged | EnsureOutcome::DryRun => {}
+            EnsureOutcome::Foreign { first_time } => {
+                if first_time {
+                    push_warning(
+                        &mut warnings,
+                        format!(
+                            "Secret {:?} exists and is not managed by pullsecret-injector: referenced, left untouched",
+                            required.registry.secret_name
+                        ),
+                    );
+                }
+            }
+            EnsureOutcome::Pending { reason } => {
+                push_warning(
+                    &mut warnings,
+                    format!(
+                        "pull Secret {:?} is not ready yet ({reason}); retrying in the background",
+                        required.registry.secret_name
+                    ),
+                );
+                not_ready.push(required.registry.secret_name.clone());
+            }
+        }
+    }
+
+    if !not_ready.is_empty() && config.failure_mode == FailureMode::Deny {
+        let status = Status {
+            code: 503,
+            message: format!(
+                "pullsecret-injector could not make pull Secret(s) {} ready in namespace {:?} in time; retry shortly",
+                not_ready.join(", "),
+                review.namespace
+            ),
+        };
+        return finish(
+            review,
+            Outcome::Denied,
+            None,
+            Vec::new(),
+            warnings,
+            Some(status),
+        );
+    }
+
+    let injected: Vec<String> = decision.to_add().map(|r| r.registry.name.clone()).collect();
+    for required in decision.to_add() {
+        push_warning(
+            &mut warnings,
+            format!(
+                "added imagePullSecret {:?}: image {} matches {:?}",
+                required.registry.secret_name,
+                required.image,
+                required.pattern.as_str()
+            ),
+        );
+    }
+    let outcome = if decision.changes_pod() {
+        Outcome::Patched
+    } else {
+        Outcome::Unchanged
+    };
+    finish(review, outcome, Some(&decision), injected, warnings, None)
+}
+
+/// The time provisioning may take: the configured budget, cut to fit the API server's own timeout.
+pub fn provisioning_budget(config: &Config, timeout: Option<Duration>) -> Duration {
+    let budget = config.provisioning.budget;
+    match timeout {
+        Some(timeout) => budget.min(timeout.saturating_sub(ANSWER_MARGIN)),
+        None => budget,
+    }
+}
+
+fn finish(
+    review: &Review<'_>,
+    outcome: Outcome,
+    decision: Option<&Decision<'_>>,
+    injected: Vec<String>,
+    warnings: Vec<String>,
+    status: Option<Status>,
+) -> Answer {
+    let patch = decision.and_then(Decision::patch).map(|patch| {
+        // Serializing a Patch of plain strings cannot fail.
+        let json = serde_json::to_vec(&patch).unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(json)
+    });
+    let envelope = ResponseEnvelope {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: Response {
+            uid: &review.uid,
+            allowed: status.is_none(),
+            status,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: &warnings,
+        },
+    };
+    let body = serde_json::to_vec(&envelope).unwrap_or_default();
+    Answer {
+        body,
+        outcome,
+        injected,
+        warnings,
+    }
+}
+
+fn push_warning(warnings: &mut Vec<String>, message: String) {
+    if warnings.len() >= MAX_WARNINGS {
+        return;
+    }
+    let mut text = String::with_capacity(MAX_WARNING_CHARS + 24);
+    text.push_str("pullsecret-injector: ");
+    if message.chars().count() + text.len() > MAX_WARNING_CHARS {
+        let keep = MAX_WARNING_CHARS.saturating_sub(text.len() + 3);
+        let _ = write!(
+            text,
+            "{}...",
+            message.chars().take(keep).collect::<String>()
+        );
+    } else {
+        text.push_str(&message);
+    }
+    warnings.push(text);
+}
+
+/// Reads the API server's `timeout` query parameter ("10s"). Anything unreadable is ignored.
+pub fn timeout_from_query(query: Option<&str>) -> Option<Duration> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "timeout")
+        .and_then(|(_, value)| crate::duration::parse_go_duration(value))
+}
+
+impl Skip {
+    pub fn describe(&self) -> String {
+        match self {
+            Skip::Namespace(ns) => format!("namespace {ns} is skipped"),
+            Skip::OptOutLabel(key) => format!("label {key}=true"),
+            Skip::OptOutAnnotation(key) => format!("annotation {key}=true"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pull_secret::ReferenceOnly;
+
+    fn config() -> Config {
+        Config::from_yaml_str("registries:\n- {name: gcp, preset: gcp, secretName: gcr-pull}\n")
+            .expect("config")
+    }
+
+    fn review_json(
+        operation: &str,
+        resource: &str,
+        sub: Option<&str>,
+        object: serde_json::Value,
+    ) -> Vec<u8> {
+        let mut request = serde_json::json!({
+            "uid": "u-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": resource},
+            "namespace": "team-a",
+            "operation": operation,
+            "object": object,
+        });
+        if let Some(sub) = sub {
+            request["subResource"] = sub.into();
+        }
+        serde_json::to_vec(
+            &serde_json::json!({"apiVersion": API_VERSION, "kind": KIND, "request": request}),
+        )
+        .expect("json")
+    }
+
+    fn gcr_pod() -> serde_json::Value {
+        serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "gcr.io/p/a"}]}})
+    }
+
+    #[tokio::test]
+    async fn create_gets_a_base64_json_patch_and_a_warning() {
+        let body = review_json("CREATE", "pods", None, gcr_pod());
+        let review = parse_review(&body).expect("parse");
+        let answer = answer(&review, &config(), &ReferenceOnly, None).await;
+        assert_eq!(answer.outcome, Outcome::Patched);
+        let response: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
+        assert_eq!(response["apiVersion"], API_VERSION);
+        assert_eq!(response["kind"], KIND);
+        assert_eq!(response["response"]["uid"], "u-1");
+        assert_eq!(response["response"]["allowed"], true);
+        assert_eq!(response["response"]["patchType"], "JSONPatch");
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(
+                response["response"]["patch"]
+                    .as_str()
+                    .expect("patch is a string"),
+            )
+            .expect("base64");
+        let patch: serde_json::Value = serde_json::from_slice(&patch).expect("patch json");
+        assert_eq!(
+            patch,
+            serde_json::json!([{"op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": "gcr-pull"}]}])
+        );
+        let warnings = response["response"]["warnings"]
+            .as_array()
+            .expect("warnings");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].as_str().expect("str").contains("gcr-pull"));
+    }
+
+    #[tokio::test]
+    async fn non_create_operations_pass_through_unchanged() {
+        for (operation, resource, sub) in [
+            ("UPDATE", "pods", None),
+            ("DELETE", "pods", None),
+            ("CONNECT", "pods", Some("exec")),
+            ("CREATE", "pods", Some("binding")),
+            ("CREATE", "configmaps", None),
+        ] {
+            let body = review_json(operation, resource, sub, gcr_pod());
+            let review = parse_review(&body).expect("parse");
+            let answer = answer(&review, &config(), &ReferenceOnly, None).await;
+            assert_eq!(
+                answer.outcome,
+                Outcome::Ignored,
+                "{operation} {resource} {sub:?}"
+            );
+            let response: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
+            assert_eq!(response["response"]["allowed"], true);
+            assert!(response["response"].get("patch").is_none());
+            assert!(response["response"].get("patchType").is_none());
+        }
+    }
+
+    #[test]
+    fn bad_envelopes_are_errors() {
+        let cases: Vec<(&str, Vec<u8>, AdmissionError)> = vec![
+            ("not json", b"{".to_vec(), AdmissionError::Malformed(String::new())),
+            ("v1beta1", br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u"}}"#.to_vec(), AdmissionError::UnsupportedVersion("admission.k8s.io/v1beta1".into())),
+            ("no apiVersion", br#"{"kind":"AdmissionReview","request":{"uid":"u"}}"#.to_vec(), AdmissionError::UnsupportedVersion(String::new())),
+            ("wrong kind", br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{"uid":"u"}}"#.to_vec(), AdmissionError::UnsupportedKind("Pod".into())),
+            ("no request", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(), AdmissionError::MissingRequest),
+            ("no uid", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#.to_vec(), AdmissionError::MissingUid),
+            ("empty uid", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":""}}"#.to_vec(), AdmissionError::MissingUid),
+            ("pod with containers not a list", review_json("CREATE", "pods", None, serde_json::json!({"spec": {"containers": "gcr.io/x"}})), AdmissionError::InvalidPod(String::new())),
+        ];
+        for (name, body, expected) in cases {
+            let err = parse_review(&body).expect_err(name);
+            assert_eq!(
+                std::mem::discriminant(&err),
+                std::mem::discriminant(&expected),
+                "{name}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_resource_shaped_unlike_a_pod_is_still_a_review() {
+        let body = review_json(
+            "CREATE",
+            "widgets",
+            None,
+            serde_json::json!({"spec": {"containers": 7}}),
+        );
+        let review = parse_review(&body).expect("parse");
+        assert_eq!(review.target, Target::Other);
+    }
+
+    #[test]
+    fn timeout_query_is_read() {
+        assert_eq!(
+            timeout_from_query(Some("timeout=10s")),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            timeout_from_query(Some("a=b&timeout=5s")),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(timeout_from_query(Some("timeout=soon")), None);
+        assert_eq!(timeout_from_query(None), None);
+    }
+
+    #[test]
+    fn budget_fits_inside_the_api_server_timeout() {
+        let config = config();
+        assert_eq!(provisioning_budget(&config, None), Duration::from_secs(2));
+        assert_eq!(
+            provisioning_budget(&config, Some(Duration::from_secs(10))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            provisioning_budget(&config, Some(Duration::from_secs(1))),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            provisioning_budget(&config, Some(Duration::from_millis(100))),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn long_warnings_are_cut_to_the_recommended_length() {
+        let mut warnings = Vec::new();
+        push_warning(&mut warnings, "x".repeat(500));
+        assert_eq!(warnings[0].chars().count(), MAX_WARNING_CHARS);
+        assert!(warnings[0].ends_with("..."));
+        for _ in 0..20 {
+            push_warning(&mut warnings, "y".into());
+        }
+        assert_eq!(warnings.len(), MAX_WARNINGS);
+    }
+}

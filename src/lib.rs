@@ -1,0 +1,21 @@
+//! pullsecret-injector: a Kubernetes mutating admission webhook that adds `imagePullSecrets` to Pods
+//! whose images come from configured private registries, and keeps the matching pull Secret in
+//! each Pod's namespace.
+//!
+//! The pure core (`reference`, `decision`, `admission`, `config`) has no I/O; the edges (`server`,
+//! `tls`, `reload`, `app`, `pull_secret` implementations) wrap it.
+
+pub mod admission;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod devcerts;
+pub mod duration;
+pub mod metrics;
+pub mod preview;
+pub mod pull_secret;
+pub mod reference;
+pub mod reload;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,180 @@
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use pullsecret_injector::app::{App, ServeOptions};
+use pullsecret_injector::cli::{
+    CheckConfigArgs, Cli, Command, DevCertsArgs, LogFormat, MutateArgs, MutateOutput, ServeArgs,
+};
+use pullsecret_injector::config::Config;
+use pullsecret_injector::pull_secret::ReferenceOnly;
+use pullsecret_injector::server::ServerOptions;
+use pullsecret_injector::{devcerts, preview};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Mutate(args) => mutate(args).await,
+            Command::CheckConfig(args) => check_config(args),
+            Command::DevCerts(args) => dev_certs(args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    init_logging(args.log_format);
+    let mut options = ServeOptions::new(
+        args.config,
+        args.tls_dir,
+        args.listen,
+        Arc::new(ReferenceOnly),
+    );
+    options.metrics_listen = args.metrics_listen;
+    options.server = ServerOptions {
+        header_read_timeout: args.header_read_timeout,
+        drain_timeout: args.shutdown_timeout,
+        max_connections: args.max_connections,
+        ..ServerOptions::default()
+    };
+    let app = App::start(options).await.map_err(|e| e.to_string())?;
+    wait_for_signal().await;
+    tracing::info!("shutdown signal received; draining");
+    app.shutdown();
+    app.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn mutate(args: MutateArgs) -> Result<(), String> {
+    let config = Config::from_file(&args.config).map_err(|e| e.to_string())?;
+    let text = if args.file == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        text
+    } else {
+        std::fs::read_to_string(&args.file)
+            .map_err(|e| format!("cannot read {}: {e}", args.file))?
+    };
+    let input_is_json = text.trim_start().starts_with('{');
+    let pod = preview::parse_pod(&text).map_err(|e| e.to_string())?;
+    let result = preview::preview(&config, pod, args.namespace.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    for warning in &result.warnings {
+        eprintln!("Warning: {warning}");
+    }
+    let output = match args.output {
+        MutateOutput::Patch => {
+            serde_json::to_string_pretty(&result.patch).map_err(|e| e.to_string())?
+        }
+        MutateOutput::Pod if input_is_json => {
+            serde_json::to_string_pretty(&result.mutated_pod).map_err(|e| e.to_string())?
+        }
+        MutateOutput::Pod => {
+            serde_norway::to_string(&result.mutated_pod).map_err(|e| e.to_string())?
+        }
+    };
+    println!("{}", output.trim_end());
+    Ok(())
+}
+
+fn check_config(args: CheckConfigArgs) -> Result<(), String> {
+    let config = Config::from_file(&args.config).map_err(|e| e.to_string())?;
+    println!("{}: valid", args.config.display());
+    for registry in &config.registries {
+        let hosts: Vec<&str> = registry.hosts.iter().map(|h| h.as_str()).collect();
+        let source = match &registry.credentials {
+            None => "none (reference only)".to_owned(),
+            Some(source) => format!("{source:?}"),
+        };
+        println!(
+            "  registry {:?}: Secret {:?} for {}; credentials: {source}",
+            registry.name,
+            registry.secret_name,
+            hosts.join(", ")
+        );
+    }
+    println!(
+        "  skipped namespaces: {}",
+        config.skip_namespaces.join(", ")
+    );
+    println!(
+        "  opt-out: label {:?}, annotation {:?}; failure mode {:?}; provisioning budget {:?}",
+        config.opt_out.label,
+        config.opt_out.annotation,
+        config.failure_mode,
+        config.provisioning.budget
+    );
+    Ok(())
+}
+
+fn dev_certs(args: DevCertsArgs) -> Result<(), String> {
+    let mut names = devcerts::default_names(&args.service, &args.namespace);
+    names.extend(args.extra_names);
+    let certs = devcerts::generate(&names, &format!("{}.{}.svc", args.service, args.namespace))
+        .map_err(|e| e.to_string())?;
+    certs.write_to(&args.out).map_err(|e| e.to_string())?;
+    println!(
+        "wrote {0}/ca.crt, {0}/tls.crt and {0}/tls.key for: {1}",
+        args.out.display(),
+        names.join(", ")
+    );
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! The seam between the admission decision and the Kubernetes API: before the webhook answers, it asks a
+//! [`PullSecrets`] component to make sure each pull Secret the Pod will reference exists in its namespace.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::config::Registry;
+
+/// One Secret the webhook needs to exist before the Pod's images are pulled.
+#[derive(Debug, Clone, Copy)]
+pub struct EnsureRequest<'a> {
+    pub namespace: &'a str,
+    pub registry: &'a Registry,
+    /// `request.dryRun`: the answer must be computed without any write.
+    pub dry_run: bool,
+    /// How long the caller may wait; past it the component answers `Pending` and goes on in the background.
+    pub budget: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnsureOutcome {
+    /// The Secret exists with the current credentials.
+    Ready,
+    /// The registry has no credential source: the webhook only injects the reference, someone else
+    /// provides the Secret.
+    NotManaged,
+    /// Dry run: nothing was written.
+    DryRun,
+    /// A Secret of that name exists and is not ours: it is referenced and left untouched. `first_time`
+    /// is true only the first time this (namespace, Secret) is seen, so the user is warned once.
+    Foreign { first_time: bool },
+    /// Not ready within the budget (API error, timeout); a background retry is under way.
+    Pending { reason: String },
+}
+
+/// Makes pull Secrets exist. Implementations must be cheap when the Secret is already known good:
+/// this runs on every Pod CREATE.
+pub trait PullSecrets: Send + Sync + 'static {
+    fn ensure<'a>(&'a self, request: EnsureRequest<'a>) -> BoxFuture<'a, EnsureOutcome>;
+}
+
+/// Makes no API call: every registry counts as not managed. Used by the offline preview, and by
+/// `serve` when it runs without access to a cluster.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReferenceOnly;
+
+impl PullSecrets for ReferenceOnly {
+    fn ensure<'a>(&'a self, _request: EnsureRequest<'a>) -> BoxFuture<'a, EnsureOutcome> {
+        Box::pin(std::future::ready(EnsureOutcome::NotManaged))
+    }
+}

@@ -1,0 +1,281 @@
+//! The HTTP edge: the axum router (`/mutate`, `/healthz`, `/readyz`, `/metrics`) and the TLS accept
+//! loop that serves it with HTTP/1.1 keep-alive or HTTP/2, a header-read timeout, a connection limit
+//! and a graceful drain on shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{self, Outcome};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pull_secret::PullSecrets;
+
+/// The API server sends at most 3 MiB; a little more leaves room for encoding overhead.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Ready when config and certificate are loaded, and not draining.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    config_loaded: AtomicBool,
+    certificate_loaded: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_config_loaded(&self) {
+        self.config_loaded.store(true, Ordering::Release);
+    }
+    pub fn set_certificate_loaded(&self) {
+        self.certificate_loaded.store(true, Ordering::Release);
+    }
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.config_loaded.load(Ordering::Acquire)
+            && self.certificate_loaded.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ArcSwap<Config>>,
+    pub pull_secrets: Arc<dyn PullSecrets>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .merge(probe_router())
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Health, readiness and metrics alone: what the optional plain-HTTP port serves.
+pub fn probe_router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn mutate(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let reject = |status: StatusCode, message: String| {
+        state.metrics.request("rejected");
+        tracing::warn!(status = status.as_u16(), %message, "admission request rejected");
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            message + "\n",
+        )
+            .into_response()
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return reject(rejection.status(), rejection.body_text()),
+    };
+    if !is_json(&headers) {
+        return reject(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content-type must be application/json, got {:?}",
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+            ),
+        );
+    }
+    let review = match admission::parse_review(&body) {
+        Ok(review) => review,
+        Err(error) => return reject(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let config = state.config.load_full();
+    let timeout = admission::timeout_from_query(uri.query());
+    let answer = admission::answer(&review, &config, state.pull_secrets.as_ref(), timeout).await;
+
+    state.metrics.request(answer.outcome.as_str());
+    for registry in &answer.injected {
+        state.metrics.injection(registry);
+    }
+    state
+        .metrics
+        .observe_duration(started.elapsed().as_secs_f64());
+    match answer.outcome {
+        Outcome::Patched | Outcome::Denied => tracing::info!(
+            uid = %review.uid,
+            namespace = %review.namespace,
+            dry_run = review.dry_run,
+            outcome = answer.outcome.as_str(),
+            injected = ?answer.injected,
+            warnings = ?answer.warnings,
+            "admission review answered"
+        ),
+        _ => tracing::debug!(
+            uid = %review.uid,
+            namespace = %review.namespace,
+            outcome = answer.outcome.as_str(),
+            "admission review answered"
+        ),
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.body,
+    )
+        .into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// A client must send its request headers within this time (slow-loris guard).
+    pub header_read_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub max_connections: usize,
+    /// How long in-flight requests may take to finish after shutdown starts.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            drain_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// Serves `router` over TLS until `shutdown` fires, then stops accepting and lets in-flight
+/// requests finish (up to the drain timeout). Idle keep-alive connections are closed.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    options: ServerOptions,
+    shutdown: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        let handshake_timeout = options.handshake_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let in_flight = graceful.count();
+    tracing::info!(connections = in_flight, "draining connections");
+    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout = ?options.drain_timeout,
+            "drain timeout reached; closing remaining connections"
+        );
+    }
+}
