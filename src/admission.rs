@@ -271,8 +271,8 @@ pub async fn answer(
             push_warning(
                 &mut warnings,
                 format!(
-                    "image {} needs pull Secret {:?}, which this Pod does not list; imagePullSecrets cannot change after creation",
-                    required.image, required.registry.secret_name
+                    "Secret {:?} is not in this Pod's imagePullSecrets (fixed at creation); pulling {} may fail",
+                    required.registry.secret_name, required.image
                 ),
             );
             continue;
@@ -330,15 +330,19 @@ pub async fn answer(
         );
     }
 
+    if set == ContainerSet::Ephemeral {
+        // imagePullSecrets is immutable after creation: never patch an update.
+        return finish(review, Outcome::Unchanged, None, Vec::new(), warnings, None);
+    }
     let injected: Vec<String> = decision.to_add().map(|r| r.registry.name.clone()).collect();
     for required in decision.to_add() {
         push_warning(
             &mut warnings,
             format!(
-                "added imagePullSecret {:?}: image {} matches {:?}",
+                "added imagePullSecret {:?} (host pattern {:?}) for image {}",
                 required.registry.secret_name,
-                required.image,
-                required.pattern.as_str()
+                required.pattern.as_str(),
+                required.image
             ),
         );
     }

@@ -1,0 +1,222 @@
+//! The binary as users run it: the offline preview, check-config, dev-certs and `serve` with SIGTERM.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pullsecret-injector");
+
+fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn mutate_prints_the_patch_for_the_example_pod() {
+    let output = Command::new(BIN)
+        .args([
+            "mutate",
+            "--config",
+            &repo("examples/config.yaml"),
+            "-f",
+            &repo("examples/pod.yaml"),
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let patch: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("JSON patch on stdout");
+    assert_eq!(
+        patch,
+        serde_json::json!([{"op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": "gcr-pull"}]}])
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Warning: pullsecret-injector: added imagePullSecret \"gcr-pull\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn mutate_reads_json_from_stdin_and_prints_the_pod() {
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"imagePullSecrets":[{"name":"mine"}],"containers":[{"name":"a","image":"us-docker.pkg.dev/p/r/a:1"}]}}"#;
+    let mut child = Command::new(BIN)
+        .args([
+            "mutate",
+            "--config",
+            &repo("examples/config.yaml"),
+            "-f",
+            "-",
+            "-o",
+            "pod",
+            "-n",
+            "team-b",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(pod.as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mutated: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON pod");
+    assert_eq!(
+        mutated["spec"]["imagePullSecrets"],
+        serde_json::json!([{"name": "mine"}, {"name": "gcr-pull"}])
+    );
+}
+
+#[test]
+fn mutate_yaml_pod_output_is_yaml() {
+    let output = Command::new(BIN)
+        .args([
+            "mutate",
+            "--config",
+            &repo("examples/config.yaml"),
+            "-f",
+            &repo("examples/pod.yaml"),
+            "-o",
+            "pod",
+        ])
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let pod: serde_json::Value = serde_norway::from_slice(&output.stdout).expect("YAML pod");
+    assert_eq!(
+        pod["spec"]["imagePullSecrets"],
+        serde_json::json!([{"name": "gcr-pull"}])
+    );
+    assert_eq!(pod["spec"]["containers"][1]["image"], "nginx:1.27");
+}
+
+#[test]
+fn mutate_refuses_bad_input_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (
+            "deployment.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\n",
+            "expected a Pod",
+        ),
+        ("broken.yaml", "spec: [\n", "not valid YAML or JSON"),
+        ("broken.json", "{\"spec\": ", "not valid YAML or JSON"),
+        ("scalar.yaml", "just text\n", "must be a mapping"),
+    ];
+    for (name, text, needle) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let output = Command::new(BIN)
+            .args(["mutate", "--config", &repo("examples/config.yaml"), "-f"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needle), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_bad_fields() {
+    let output = Command::new(BIN)
+        .args(["check-config", "--config", &repo("examples/config.yaml")])
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("registry \"gcp\": Secret \"gcr-pull\" for gcr.io, *.gcr.io, *-docker.pkg.dev, docker.*.rep.pkg.dev"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "registries:\n- {name: gcp, hosts: ['*.gcr..io'], secretName: gcr-pull}\n",
+    )
+    .expect("write");
+    let output = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("registries[0].hosts[0]"), "{stderr}");
+}
+
+#[test]
+fn serve_reads_flags_from_the_environment_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let output = Command::new(BIN)
+        .args(["dev-certs", "--out"])
+        .arg(&certs)
+        .output()
+        .expect("dev-certs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in ["ca.crt", "tls.crt", "tls.key"] {
+        assert!(certs.join(file).is_file(), "{file}");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = Command::new(BIN)
+        .arg("serve")
+        .env("PULLSECRET_INJECTOR_CONFIG", repo("examples/config.yaml"))
+        .env("PULLSECRET_INJECTOR_TLS_DIR", &certs)
+        .env("PULLSECRET_INJECTOR_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PULLSECRET_INJECTOR_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).expect("ca");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let status = runtime.block_on(async {
+        let client =
+            support::TlsClient::new(format!("127.0.0.1:{port}").parse().expect("addr"), &ca);
+        let connected = support::eventually(Duration::from_secs(30), || async {
+            client.connect().await.is_ok()
+        })
+        .await;
+        assert!(connected, "server did not come up");
+        let mut conn = client.connect().await.expect("connect");
+        let body = std::fs::read(repo("examples/review.json")).expect("review");
+        let reply = conn.review(body).await;
+        reply.json()["response"]["patchType"].clone()
+    });
+    assert_eq!(status, "JSONPatch");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let output = child.wait_with_output().expect("wait");
+    assert!(output.status.success(), "exit status {:?}", output.status);
+    let logs = String::from_utf8_lossy(&output.stderr);
+    let last: serde_json::Value =
+        serde_json::from_str(logs.lines().last().expect("a log line")).expect("JSON logs");
+    assert_eq!(last["message"], "stopped", "{logs}");
+}

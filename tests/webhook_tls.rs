@@ -1,0 +1,532 @@
+//! The webhook over real TLS: captured AdmissionReviews in, patches out and applied; bad input;
+//! certificate rotation; config reload; graceful shutdown.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use pullsecret_injector::pull_secret::{EnsureOutcome, EnsureRequest, PullSecrets};
+use serde_json::json;
+use support::{GCP_CONFIG, TestOptions, TestServer, eventually, fixture, patched_object};
+
+fn secret_names(pod: &serde_json::Value) -> Vec<String> {
+    pod["spec"]["imagePullSecrets"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|e| e["name"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn captured_reviews_get_the_right_answer() {
+    let server = TestServer::start(GCP_CONFIG).await;
+    let mut conn = server.client.connect().await.expect("connect");
+    // (fixture, imagePullSecrets after the patch or None for "no patch")
+    let cases: &[(&str, Option<&[&str]>)] = &[
+        ("pod-create-direct.json", Some(&["gcr-pull"])),
+        (
+            "pod-create-existing-pull-secret.json",
+            Some(&["my-own-creds", "gcr-pull"]),
+        ),
+        ("pod-create-dry-run.json", Some(&["gcr-pull"])),
+        ("pod-create-from-deployment.json", Some(&["gcr-pull"])),
+        ("pod-update-labels.json", None),
+        ("pod-update-ephemeralcontainers.json", None),
+        ("configmap-create.json", None),
+    ];
+    for (name, expected) in cases {
+        let request = fixture(name);
+        let request_json: serde_json::Value =
+            serde_json::from_slice(&request).expect("fixture json");
+        let reply = conn.review(request.clone()).await;
+        assert_eq!(reply.status, 200, "{name}: {}", reply.text());
+        assert_eq!(reply.content_type, "application/json", "{name}");
+        let response = reply.json();
+        assert_eq!(response["apiVersion"], "admission.k8s.io/v1", "{name}");
+        assert_eq!(response["kind"], "AdmissionReview", "{name}");
+        assert_eq!(
+            response["response"]["uid"], request_json["request"]["uid"],
+            "{name}"
+        );
+        assert_eq!(response["response"]["allowed"], true, "{name}");
+        match expected {
+            Some(secrets) => {
+                assert_eq!(response["response"]["patchType"], "JSONPatch", "{name}");
+                let pod = patched_object(&request, &response);
+                assert_eq!(secret_names(&pod), *secrets, "{name}");
+                let warnings = response["response"]["warnings"]
+                    .as_array()
+                    .expect("warnings");
+                assert!(
+                    warnings.iter().any(|w| w
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("added imagePullSecret \"gcr-pull\"")),
+                    "{name}: {warnings:?}"
+                );
+            }
+            None => {
+                if *name == "pod-update-ephemeralcontainers.json" {
+                    // The debug image is on gcr.io but the Pod lists no gcr-pull: say so, change nothing.
+                    let warnings = response["response"]["warnings"]
+                        .as_array()
+                        .expect("warnings");
+                    assert!(
+                        warnings[0]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains("\"gcr-pull\" is not in this Pod's imagePullSecrets"),
+                        "{warnings:?}"
+                    );
+                }
+                assert!(
+                    response["response"].get("patch").is_none(),
+                    "{name}: {response}"
+                );
+                assert!(response["response"].get("patchType").is_none(), "{name}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn patch_wire_format_is_base64_of_an_rfc6902_patch() {
+    let server = TestServer::start(GCP_CONFIG).await;
+    let mut conn = server.client.connect().await.expect("connect");
+    let response = conn
+        .review(fixture("pod-create-existing-pull-secret.json"))
+        .await
+        .json();
+    let patch = response["response"]["patch"]
+        .as_str()
+        .expect("patch is a JSON string, not a byte array");
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .expect("standard base64 with padding");
+    let ops: serde_json::Value = serde_json::from_slice(&raw).expect("JSON");
+    assert_eq!(
+        ops,
+        json!([{"op": "add", "path": "/spec/imagePullSecrets/-", "value": {"name": "gcr-pull"}}])
+    );
+}
+
+#[tokio::test]
+async fn keep_alive_connection_serves_many_reviews() {
+    let server = TestServer::start(GCP_CONFIG).await;
+    let mut conn = server.client.connect().await.expect("connect");
+    assert_eq!(conn.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    for _ in 0..50 {
+        let reply = conn.review(fixture("pod-create-direct.json")).await;
+        assert_eq!(reply.status, 200);
+    }
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("pullsecret_injector_admission_requests_total{outcome=\"patched\"} 50"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pullsecret_injector_injections_total{registry=\"gcp\"} 50"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn http2_is_negotiated_by_alpn() {
+    let server = TestServer::start(GCP_CONFIG).await;
+    let mut conn = server.client.connect_h2().await.expect("connect h2");
+    assert_eq!(conn.alpn.as_deref(), Some(&b"h2"[..]));
+    let reply = conn.review(fixture("pod-create-direct.json")).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["response"]["patchType"], "JSONPatch");
+}
+
+#[tokio::test]
+async fn probes_and_metrics_are_served() {
+    let server = TestServer::start(GCP_CONFIG).await;
+    let mut conn = server.client.connect().await.expect("connect");
+    for path in ["/healthz", "/readyz"] {
+        let reply = conn
+            .send("GET", path, None, Vec::new())
+            .await
+            .expect("probe");
+        assert_eq!(reply.status, 200, "{path}");
+    }
+    let reply = conn
+        .send("GET", "/metrics", None, Vec::new())
+        .await
+        .expect("metrics");
+    assert_eq!(reply.status, 200);
+    let text = reply.text();
+    for name in [
+        "pullsecret_injector_admission_duration_seconds",
+        "pullsecret_injector_config_reloads_total{result=\"success\"} 1",
+        "pullsecret_injector_certificate_reloads_total{result=\"success\"} 1",
+    ] {
+        assert!(text.contains(name), "missing {name} in {text}");
+    }
+    let addr = server.app.metrics_addr().expect("metrics port");
+    assert_eq!(support::plain_get(addr, "/readyz").await.0, 200);
+    assert_eq!(
+        support::plain_get(addr, "/mutate").await.0,
+        404,
+        "the plain port does not serve reviews"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_4xx_answers_and_the_server_keeps_serving() {
+    let server = TestServer::start_with(TestOptions {
+        max_body_bytes: Some(64 * 1024),
+        ..TestOptions::new(
+            GCP_CONFIG,
+            Arc::new(pullsecret_injector::pull_secret::ReferenceOnly),
+        )
+    })
+    .await;
+    let valid = fixture("pod-create-direct.json");
+    let v1beta1 = String::from_utf8(valid.clone())
+        .expect("utf8")
+        .replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1");
+    let no_uid = String::from_utf8(valid.clone())
+        .expect("utf8")
+        .replace("\"uid\": \"a13b6339-ef9b-4c25-9cf4-3327c98a8ae8\",", "");
+    // (case, method, path, content type, body, expected status, text the answer must contain)
+    type BadRequest<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<BadRequest<'_>> = vec![
+        (
+            "truncated JSON",
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            valid[..valid.len() / 2].to_vec(),
+            400,
+            "not an AdmissionReview",
+        ),
+        (
+            "empty body",
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            Vec::new(),
+            400,
+            "not an AdmissionReview",
+        ),
+        (
+            "not UTF-8",
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            vec![0xff, 0xfe, 0x00, 0x7b],
+            400,
+            "not an AdmissionReview",
+        ),
+        (
+            "wrong content type",
+            "POST",
+            "/mutate",
+            Some("text/plain"),
+            valid.clone(),
+            415,
+            "application/json",
+        ),
+        (
+            "no content type",
+            "POST",
+            "/mutate",
+            None,
+            valid.clone(),
+            415,
+            "application/json",
+        ),
+        (
+            "v1beta1",
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            v1beta1.into_bytes(),
+            400,
+            "only admission.k8s.io/v1",
+        ),
+        (
+            "missing uid",
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            no_uid.into_bytes(),
+            400,
+            "no uid",
+        ),
+        (
+            "missing request",
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+            400,
+            "no request",
+        ),
+        (
+            "a JSON array",
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            b"[1,2,3]".to_vec(),
+            400,
+            "not an AdmissionReview",
+        ),
+        (
+            "deep nesting",
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+            400,
+            "not an AdmissionReview",
+        ),
+        (
+            "oversized body",
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            vec![b' '; 200 * 1024],
+            413,
+            "length limit",
+        ),
+        (
+            "GET on /mutate",
+            "GET",
+            "/mutate",
+            None,
+            Vec::new(),
+            405,
+            "",
+        ),
+        (
+            "unknown path",
+            "POST",
+            "/validate",
+            Some("application/json"),
+            valid.clone(),
+            404,
+            "",
+        ),
+    ];
+    let mut conn = server.client.connect().await.expect("connect");
+    for (name, method, path, content_type, body, status, needle) in cases {
+        let reply = match conn.send(method, path, content_type, body.clone()).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                // The server may close a connection after refusing a body it did not read: reconnect.
+                conn = server.client.connect().await.expect("reconnect");
+                conn.send(method, path, content_type, body)
+                    .await
+                    .expect(name)
+            }
+        };
+        assert_eq!(reply.status.as_u16(), status, "{name}: {}", reply.text());
+        assert!(
+            reply.text().contains(needle),
+            "{name}: {:?} lacks {needle:?}",
+            reply.text()
+        );
+    }
+    // Still serving, on a fresh connection.
+    let mut conn = server.client.connect().await.expect("connect");
+    assert_eq!(conn.review(valid).await.status, 200);
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("pullsecret_injector_admission_requests_total{outcome=\"rejected\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn slow_header_senders_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(GCP_CONFIG).await;
+    let mut tls = server.client.tls_stream(&[b"http/1.1"]).await.expect("tls");
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("write");
+    // The header-read timeout is 500 ms in tests; the bound here only stops a broken test.
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buffer)).await;
+    assert!(
+        read.is_ok(),
+        "connection still open after 10 s of incomplete headers"
+    );
+    // The server answers 408 or just closes; it never answers the incomplete request with a review.
+    let text = String::from_utf8_lossy(&buffer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn certificate_rotation_is_picked_up_without_failed_requests() {
+    let mut server = TestServer::start(GCP_CONFIG).await;
+    let mut old_conn = server.client.connect().await.expect("connect");
+    let first_cert = old_conn.server_cert.clone();
+    let new_pem = server.rotate_certificate();
+    let new_cert =
+        rustls_pki_types::CertificateDer::from_pem_slice(new_pem.as_bytes()).expect("pem");
+    use rustls_pki_types::pem::PemObject as _;
+    assert_ne!(first_cert, new_cert);
+
+    let client = &server.client;
+    let rotated = eventually(Duration::from_secs(10), || async {
+        let mut conn = client
+            .connect()
+            .await
+            .expect("handshake never fails during rotation");
+        assert_eq!(
+            conn.review(fixture("pod-create-direct.json")).await.status,
+            200
+        );
+        conn.server_cert == new_cert
+    })
+    .await;
+    assert!(rotated, "new handshakes never saw the new certificate");
+    // The connection made before the rotation keeps working.
+    assert_eq!(
+        old_conn
+            .review(fixture("pod-create-direct.json"))
+            .await
+            .status,
+        200
+    );
+
+    // A broken pair is refused: the current certificate keeps serving.
+    server.tls_dir.update(&[
+        (
+            "tls.crt",
+            b"-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n",
+        ),
+        ("tls.key", b"garbage"),
+    ]);
+    let refused = eventually(Duration::from_secs(10), || async {
+        server
+            .metrics()
+            .await
+            .contains("pullsecret_injector_certificate_reloads_total{result=\"failure\"} 1")
+    })
+    .await;
+    assert!(refused, "{}", server.metrics().await);
+    let mut conn = server.client.connect().await.expect("still serving");
+    assert_eq!(conn.server_cert, new_cert);
+    assert_eq!(
+        conn.review(fixture("pod-create-direct.json")).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn config_reload_applies_valid_configs_and_refuses_invalid_ones() {
+    let mut server = TestServer::start(GCP_CONFIG).await;
+    let request = fixture("pod-create-direct.json");
+    let injected = |response: serde_json::Value| secret_names(&patched_object(&request, &response));
+    let mut conn = server.client.connect().await.expect("connect");
+    assert_eq!(
+        injected(conn.review(request.clone()).await.json()),
+        ["gcr-pull"]
+    );
+
+    server.config_dir.update(&[(
+        "config.yaml",
+        b"registries:\n- {name: gcp, preset: gcp, secretName: artifact-pull}\n",
+    )]);
+    let client = &server.client;
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        let mut conn = client.connect().await.expect("connect");
+        injected(conn.review(request.clone()).await.json()) == ["artifact-pull"]
+    })
+    .await;
+    assert!(reloaded, "valid new config was not applied");
+
+    server
+        .config_dir
+        .update(&[("config.yaml", b"registries:\n- {name: gcp, preset: gcp}\n")]);
+    let refused = eventually(Duration::from_secs(10), || async {
+        server
+            .metrics()
+            .await
+            .contains("pullsecret_injector_config_reloads_total{result=\"failure\"} 1")
+    })
+    .await;
+    assert!(refused, "{}", server.metrics().await);
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains("pullsecret_injector_config_last_reload_valid 0")
+    );
+    assert_eq!(
+        injected(conn.review(request.clone()).await.json()),
+        ["artifact-pull"],
+        "the previous config keeps serving"
+    );
+}
+
+/// Holds every `ensure` call for a while, so a request is in flight when shutdown starts.
+struct SlowPullSecrets {
+    delay: Duration,
+    started: AtomicUsize,
+}
+
+impl PullSecrets for SlowPullSecrets {
+    fn ensure<'a>(&'a self, _request: EnsureRequest<'a>) -> BoxFuture<'a, EnsureOutcome> {
+        Box::pin(async move {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            EnsureOutcome::Ready
+        })
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_the_request_in_flight() {
+    let slow = Arc::new(SlowPullSecrets {
+        delay: Duration::from_millis(700),
+        started: AtomicUsize::new(0),
+    });
+    let server = TestServer::start_with(TestOptions::new(GCP_CONFIG, slow.clone())).await;
+    let mut conn = server.client.connect().await.expect("connect");
+    let in_flight =
+        tokio::spawn(async move { conn.review(fixture("pod-create-direct.json")).await });
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            slow.started.load(Ordering::SeqCst) == 1
+        })
+        .await
+    );
+
+    server.app.shutdown();
+    let reply = in_flight.await.expect("request task");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["response"]["patchType"], "JSONPatch");
+
+    let client = server.client;
+    tokio::time::timeout(Duration::from_secs(10), server.app.wait())
+        .await
+        .expect("drains");
+    assert!(
+        client.connect().await.is_err(),
+        "no new connections after shutdown"
+    );
+}
