@@ -5,7 +5,8 @@
 #   UPDATE_GOLDEN=1 bash .ci/helm-checks.sh # rewrite tests/fixtures/chart/<mode>.yaml from the chart
 #
 # What it checks (each line of output is one check; the last line is "helm-checks: N passed, M failed"):
-#   1. helm lint --strict, once per certificate mode (helm = the default values + a dummy key).
+#   1. helm lint --strict, once per certificate mode (helm = the default values + a dummy key), and
+#      NOTES.txt renders (helm install --dry-run=client) with the how-to-check instructions.
 #   2. helm template per mode (fixed release "psi", namespace "pullsecret-injector"), generated
 #      certificate material (tls.crt / tls.key / ca.crt / caBundle) replaced by a fixed placeholder,
 #      compared with the goldens tests/fixtures/chart/<mode>.yaml (tests/chart_wiring.rs reads them).
@@ -30,7 +31,12 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export PATH="$(../shared/tools/k8s-tools.sh):$PATH"
+if [ ! -f ../shared/tools/k8s-tools.sh ]; then
+  echo "helm-checks: ../shared/tools/k8s-tools.sh not found (run from the repository root, with shared/ beside it)" >&2
+  exit 1
+fi
+TOOLS_BIN="$(bash ../shared/tools/k8s-tools.sh)"
+export PATH="$TOOLS_BIN:$PATH"
 
 CHART=charts/pullsecret-injector
 FIXTURES=tests/fixtures/chart
@@ -89,6 +95,19 @@ for mode in "${MODES[@]}"; do
     pass "helm lint --strict ($mode)"
   else
     fail "helm lint --strict ($mode)" "$TMP/lint.log"
+  fi
+done
+
+# NOTES.txt (helm template does not render it): it must render and tell how to check the result.
+for mode in "${MODES[@]}"; do
+  # shellcheck disable=SC2046
+  if helm install "$RELEASE" "$CHART" --dry-run=client --namespace "$NAMESPACE" $(mode_args "$mode") \
+    >"$TMP/notes.log" 2>&1 \
+    && grep -q "kubectl -n psi-smoke-test get secret gcr-pull" "$TMP/notes.log" \
+    && grep -q "admission warning" "$TMP/notes.log"; then
+    pass "NOTES.txt renders and explains how to check the injection ($mode)"
+  else
+    fail "NOTES.txt renders and explains how to check the injection ($mode)" "$TMP/notes.log"
   fi
 done
 
@@ -203,8 +222,7 @@ start_fake_apiserver() { # start_fake_apiserver OBJECTS_JSON: (re)start it, writ
   : >"$TMP/requests.log"; : >"$TMP/fake.port"
   python3 "$TMP/fake_apiserver.py" "$TMP/requests.log" "$1" >"$TMP/fake.port" 2>"$TMP/fake.log" &
   FAKE_PID=$!
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     [ -s "$TMP/fake.port" ] && break
     sleep 0.1
   done
@@ -311,6 +329,9 @@ expect_failure "basicAuth without password" "registries[0] (harbor): basicAuth n
   -f /dev/stdin <<<'registries: [{name: harbor, hosts: [h.example.com], secretName: h-pull, basicAuth: {username: u}}]'
 expect_failure "provisioning.budget not shorter than webhook.timeoutSeconds" "provisioning.budget (5s) must be shorter" \
   "${KEY[@]}" --set provisioning.budget=5s
+expect_failure "provisioning.budget above the binary's 25s limit" "at most 25s" \
+  "${KEY[@]}" --set webhook.timeoutSeconds=30 --set provisioning.budget=26s
+expect_failure "provisioning.budget of zero" "must be above 0" "${KEY[@]}" --set provisioning.budget=0s
 expect_failure "certificates.mode=existing without existingSecret" "needs certificates.existingSecret" \
   "${KEY[@]}" --set certificates.mode=existing
 expect_failure "certificates.mode=existing without caBundle" "needs certificates.caBundle" \

@@ -44,7 +44,7 @@ pub struct ServeOptions {
     /// Backs up the file watch: files are re-checked at least this often.
     pub reload_poll: Duration,
     pub pull_secrets: Arc<dyn PullSecrets>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 impl ServeOptions {
@@ -63,7 +63,7 @@ impl ServeOptions {
             max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
             reload_poll: Duration::from_secs(30),
             pull_secrets,
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
@@ -75,21 +75,28 @@ pub struct LiveConfig {
     /// The bytes last looked at, valid or not: an unchanged file is not parsed (or complained about) again.
     last_seen: Mutex<Vec<u8>>,
     metrics: Arc<Metrics>,
+    pull_secrets: Arc<dyn PullSecrets>,
 }
 
 impl LiveConfig {
-    pub fn load(path: &Path, metrics: Arc<Metrics>) -> Result<Self, AppError> {
+    pub fn load(
+        path: &Path,
+        metrics: Arc<Metrics>,
+        pull_secrets: Arc<dyn PullSecrets>,
+    ) -> Result<Self, AppError> {
         let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let config = parse_config(&bytes)?;
+        let config = Arc::new(parse_config(&bytes)?);
         metrics.config_reload(ReloadResult::Success);
+        pull_secrets.on_config(config.clone());
         Ok(Self {
             path: path.to_owned(),
-            current: Arc::new(ArcSwap::from_pointee(config)),
+            current: Arc::new(ArcSwap::new(config)),
             last_seen: Mutex::new(bytes),
             metrics,
+            pull_secrets,
         })
     }
 
@@ -115,7 +122,9 @@ impl LiveConfig {
         }
         match parse_config(&bytes) {
             Ok(config) => {
-                self.current.store(Arc::new(config));
+                let config = Arc::new(config);
+                self.current.store(config.clone());
+                self.pull_secrets.on_config(config);
                 self.metrics.config_reload(ReloadResult::Success);
                 tracing::info!(path = %self.path.display(), "config reloaded");
             }
@@ -147,9 +156,13 @@ pub struct App {
 impl App {
     /// Loads everything, binds, and starts serving. Fails fast on a bad config or certificate.
     pub async fn start(options: ServeOptions) -> Result<Self, AppError> {
-        let metrics = Arc::new(options.metrics);
+        let metrics = options.metrics;
         let readiness = Arc::new(Readiness::default());
-        let live_config = Arc::new(LiveConfig::load(&options.config_path, metrics.clone())?);
+        let live_config = Arc::new(LiveConfig::load(
+            &options.config_path,
+            metrics.clone(),
+            options.pull_secrets.clone(),
+        )?);
         readiness.set_config_loaded();
         let cert = ReloadingCert::load(&options.tls_dir)?;
         metrics.certificate_reload(ReloadResult::Success);

@@ -229,6 +229,17 @@ impl Config {
         raw.validate()
     }
 
+    /// A config with no registries: what a component sees before it is given the real one.
+    pub fn empty() -> Self {
+        Self {
+            registries: Vec::new(),
+            skip_namespaces: Vec::new(),
+            opt_out: OptOut::default(),
+            failure_mode: FailureMode::default(),
+            provisioning: Provisioning::default(),
+        }
+    }
+
     /// The registry entry with this name.
     pub fn registry_named(&self, name: &str) -> Option<&Registry> {
         self.registries.iter().find(|r| r.name == name)

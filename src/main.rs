@@ -8,7 +8,9 @@ use pullsecret_injector::cli::{
     CheckConfigArgs, Cli, Command, DevCertsArgs, LogFormat, MutateArgs, MutateOutput, ServeArgs,
 };
 use pullsecret_injector::config::Config;
-use pullsecret_injector::pull_secret::ReferenceOnly;
+use pullsecret_injector::metrics::Metrics;
+use pullsecret_injector::provisioner::{KubePullSecrets, ProvisionerOptions};
+use pullsecret_injector::pull_secret::{PullSecrets, ReferenceOnly};
 use pullsecret_injector::server::ServerOptions;
 use pullsecret_injector::{devcerts, preview};
 use tracing_subscriber::EnvFilter;
@@ -55,12 +57,14 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     init_logging(args.log_format);
-    let mut options = ServeOptions::new(
-        args.config,
-        args.tls_dir,
-        args.listen,
-        Arc::new(ReferenceOnly),
-    );
+    let metrics = Arc::new(Metrics::new());
+    let provisioner = provisioner_for(&args, metrics.clone()).await?;
+    let pull_secrets: Arc<dyn PullSecrets> = match &provisioner {
+        Some(provisioner) => Arc::new(provisioner.clone()),
+        None => Arc::new(ReferenceOnly),
+    };
+    let mut options = ServeOptions::new(args.config, args.tls_dir, args.listen, pull_secrets);
+    options.metrics = metrics;
     options.metrics_listen = args.metrics_listen;
     options.server = ServerOptions {
         header_read_timeout: args.header_read_timeout,
@@ -73,8 +77,35 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!("shutdown signal received; draining");
     app.shutdown();
     app.wait().await;
+    if let Some(provisioner) = provisioner {
+        provisioner.stop();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// With credential sources configured, the webhook needs the Kubernetes API to write Secrets; without
+/// any, it only injects references and runs anywhere (locally, without a cluster).
+async fn provisioner_for(
+    args: &ServeArgs,
+    metrics: Arc<Metrics>,
+) -> Result<Option<KubePullSecrets>, String> {
+    let config = Config::from_file(&args.config).map_err(|e| e.to_string())?;
+    let needs_api = config.registries.iter().any(|r| r.credentials.is_some());
+    match kube::Client::try_default().await {
+        Ok(client) => Ok(Some(KubePullSecrets::start(
+            client,
+            metrics,
+            ProvisionerOptions::default(),
+        ))),
+        Err(error) if needs_api => Err(format!(
+            "credential sources are configured, but the Kubernetes API is not reachable to write pull Secrets: {error}"
+        )),
+        Err(error) => {
+            tracing::warn!(%error, "no Kubernetes API: injecting references only; no pull Secret is written");
+            Ok(None)
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -8,6 +8,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Labels = [(&'static str, String); 1];
+type Labels2 = [(&'static str, String); 2];
+type Labels3 = [(&'static str, String); 3];
 
 pub struct Metrics {
     registry: Registry,
@@ -17,6 +19,9 @@ pub struct Metrics {
     config_reloads: Family<Labels, Counter>,
     certificate_reloads: Family<Labels, Counter>,
     config_valid: Gauge,
+    secret_writes: Family<Labels3, Counter>,
+    provisioning_pending: Family<Labels, Counter>,
+    credential_reloads: Family<Labels2, Counter>,
 }
 
 /// Result label of a reload attempt.
@@ -81,7 +86,28 @@ impl Metrics {
             "1 when the config file on disk is the one serving, 0 when the last reload was refused",
             config_valid.clone(),
         );
+        let secret_writes = Family::<Labels3, Counter>::default();
+        registry.register(
+            "secret_writes",
+            "Pull Secret writes (create, update) to the Kubernetes API by registry entry and result",
+            secret_writes.clone(),
+        );
+        let provisioning_pending = Family::<Labels, Counter>::default();
+        registry.register(
+            "provisioning_pending",
+            "Pods admitted before their pull Secret was ready (API error or budget exceeded), by registry entry",
+            provisioning_pending.clone(),
+        );
+        let credential_reloads = Family::<Labels2, Counter>::default();
+        registry.register(
+            "credential_reloads",
+            "Credential source reads by registry entry and result; a failure keeps the previous credentials",
+            credential_reloads.clone(),
+        );
         Self {
+            secret_writes,
+            provisioning_pending,
+            credential_reloads,
             registry,
             requests,
             injections,
@@ -122,9 +148,31 @@ impl Metrics {
             .inc();
     }
 
-    /// A sub-registry for other components (pull Secret provisioning) to add their metrics to.
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
+    /// `operation`: "create" or "update"; `result`: "success" or "failure".
+    pub fn secret_write(&self, registry: &str, operation: &'static str, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.secret_writes
+            .get_or_create(&[
+                ("registry", registry.to_owned()),
+                ("operation", operation.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn provisioning_pending(&self, registry: &str) {
+        self.provisioning_pending
+            .get_or_create(&[("registry", registry.to_owned())])
+            .inc();
+    }
+
+    pub fn credential_reload(&self, registry: &str, result: ReloadResult) {
+        self.credential_reloads
+            .get_or_create(&[
+                ("registry", registry.to_owned()),
+                ("result", result.as_str().to_owned()),
+            ])
+            .inc();
     }
 
     pub fn render(&self) -> String {

@@ -1,11 +1,12 @@
 //! The seam between the admission decision and the Kubernetes API: before the webhook answers, it asks a
 //! [`PullSecrets`] component to make sure each pull Secret the Pod will reference exists in its namespace.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::config::Registry;
+use crate::config::{Config, Registry};
 
 /// One Secret the webhook needs to exist before the Pod's images are pulled.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +39,10 @@ pub enum EnsureOutcome {
 /// this runs on every Pod CREATE.
 pub trait PullSecrets: Send + Sync + 'static {
     fn ensure<'a>(&'a self, request: EnsureRequest<'a>) -> BoxFuture<'a, EnsureOutcome>;
+
+    /// The config now serving: called at start and after every successful reload, so the component can
+    /// follow new registries and credential sources. Must not block.
+    fn on_config(&self, _config: Arc<Config>) {}
 }
 
 /// Makes no API call: every registry counts as not managed. Used by the offline preview, and by

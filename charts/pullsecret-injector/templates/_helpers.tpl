@@ -203,7 +203,8 @@ inline value) fail here with a message naming the registry.
 {{- end }}
 
 {{/*
-Budget ("2s", "1500ms") in milliseconds, checked against webhook.timeoutSeconds.
+Budget ("2s", "1500ms") in milliseconds: above 0, at most 25s (the binary's own limit), and
+shorter than webhook.timeoutSeconds.
 */}}
 {{- define "pullsecret-injector.validateBudget" -}}
 {{- $b := toString .Values.provisioning.budget }}
@@ -212,6 +213,9 @@ Budget ("2s", "1500ms") in milliseconds, checked against webhook.timeoutSeconds.
 {{- $ms = trimSuffix "ms" $b | atoi }}
 {{- else if hasSuffix "s" $b }}
 {{- $ms = mul (trimSuffix "s" $b | atoi) 1000 }}
+{{- end }}
+{{- if or (le (int $ms) 0) (gt (int $ms) 25000) }}
+{{- fail (printf "provisioning.budget (%s) must be above 0 and at most 25s (the binary's limit)" $b) }}
 {{- end }}
 {{- if ge (int $ms) (mul (int .Values.webhook.timeoutSeconds) 1000 | int) }}
 {{- fail (printf "provisioning.budget (%s) must be shorter than webhook.timeoutSeconds (%ds): the API server gives up on the webhook after timeoutSeconds" $b (int .Values.webhook.timeoutSeconds)) }}

@@ -1,0 +1,770 @@
+//! Makes pull Secrets exist in the Pods' namespaces, with the current credentials, through the Kubernetes
+//! API, and keeps them current. It implements the [`PullSecrets`] seam.
+//!
+//! - Steady state costs no API call: (Secret, namespace, content hash) known to be good are remembered.
+//! - One flight per (Secret, namespace): concurrent Pod creates share one GET and at most one write.
+//! - A Secret is created with POST (which fails if the name is taken), so a Secret the injector does not
+//!   own is never taken over; one it owns is updated in place by server-side apply, guarded by the
+//!   resourceVersion it was read at.
+//! - A metadata-only watch per Secret name (cluster-wide, `fieldSelector=metadata.name=...`, which RBAC
+//!   can restrict to the managed names) brings deleted Secrets back and finds stale ones after a rotation.
+//!
+//! API calls and the verbs they use (the chart's RBAC follows this list; the tests fail on any other):
+//! `get`, `create`, `patch` (server-side apply) on `secrets` in the Pod's namespace, by name; `list` and
+//! `watch` on `secrets` in all namespaces with `fieldSelector=metadata.name=<managed name>`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Registry};
+use crate::credentials::{self, ContentHash, DockerConfig};
+use crate::metrics::{Metrics, ReloadResult};
+use crate::pull_secret::{EnsureOutcome, EnsureRequest, PullSecrets};
+use crate::reload::{parent_dir, watch_dirs};
+
+pub const FIELD_MANAGER: &str = "pullsecret-injector";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "pullsecret-injector";
+pub const REGISTRY_LABEL: &str = "pullsecret-injector.io/registry";
+pub const HASH_ANNOTATION: &str = "pullsecret-injector.io/content-hash";
+pub const SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
+pub const DATA_KEY: &str = ".dockerconfigjson";
+
+/// Times of the background machinery. Defaults suit a cluster; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct ProvisionerOptions {
+    /// First retry delay after a failed attempt; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Rewrites (rotation, deleted Secrets) per second at most.
+    pub max_writes_per_second: u32,
+    /// A Secret found foreign is looked at again after this long (its owner may delete it).
+    pub foreign_recheck: Duration,
+    /// Backs up the credential file watch.
+    pub reload_poll: Duration,
+}
+
+impl Default for ProvisionerOptions {
+    fn default() -> Self {
+        Self {
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(30),
+            max_writes_per_second: 20,
+            foreign_recheck: Duration::from_secs(300),
+            reload_poll: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Good(ContentHash),
+    Foreign { since: Instant },
+}
+
+#[derive(Debug, Clone)]
+enum FlightState {
+    /// Still trying; the last attempt's error, if any.
+    Trying(Option<String>),
+    Ready,
+    /// Not ours. The first waiter to read the flag warns the user.
+    Foreign(Arc<AtomicBool>),
+    /// Will not be retried (the namespace is gone or terminating).
+    GaveUp(String),
+}
+
+impl FlightState {
+    fn is_final(&self) -> bool {
+        !matches!(self, Self::Trying(_))
+    }
+}
+
+type FlightKey = (String, String); // (Secret name, namespace)
+
+struct Inner {
+    client: kube::Client,
+    options: ProvisionerOptions,
+    metrics: Arc<Metrics>,
+    config: watch::Sender<Arc<Config>>,
+    /// Rendered credentials by registry entry name; an error when the source never loaded.
+    sources: RwLock<HashMap<String, Result<Arc<DockerConfig>, String>>>,
+    /// Secret name → namespace → what is known about it there.
+    known: RwLock<HashMap<String, HashMap<String, Known>>>,
+    flights: Mutex<HashMap<FlightKey, watch::Receiver<FlightState>>>,
+    /// Rewrites waiting for the rate limiter, deduplicated.
+    queued: Mutex<HashSet<FlightKey>>,
+    queue: mpsc::UnboundedSender<FlightKey>,
+    shutdown: CancellationToken,
+}
+
+/// The Kubernetes-backed [`PullSecrets`].
+#[derive(Clone)]
+pub struct KubePullSecrets {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReconcileError {
+    #[error("{0}")]
+    Api(String),
+    #[error("{0}")]
+    Gone(String),
+}
+
+enum Reconciled {
+    UpToDate,
+    Created,
+    Updated,
+    Foreign,
+}
+
+impl KubePullSecrets {
+    /// Starts the background work (credential loading, watches, rewrites). Call [`PullSecrets::on_config`]
+    /// with the config to serve; the app does so at start and after every reload.
+    pub fn start(client: kube::Client, metrics: Arc<Metrics>, options: ProvisionerOptions) -> Self {
+        let (config, config_rx) = watch::channel(Arc::new(Config::empty()));
+        let (queue, queue_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            client,
+            options,
+            metrics,
+            config,
+            sources: RwLock::new(HashMap::new()),
+            known: RwLock::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+            queued: Mutex::new(HashSet::new()),
+            queue,
+            shutdown: CancellationToken::new(),
+        });
+        tokio::spawn(supervise(inner.clone(), config_rx));
+        tokio::spawn(rewrite_worker(inner.clone(), queue_rx));
+        Self { inner }
+    }
+
+    /// Stops watches, retries and rewrites.
+    pub fn stop(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Whether (namespace, Secret) is known good with the current credentials (no API call needed).
+    pub fn is_known_good(&self, namespace: &str, secret: &str) -> bool {
+        let known = self.inner.known_state(secret, namespace);
+        matches!(known, Some(Known::Good(_)))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl PullSecrets for KubePullSecrets {
+    fn ensure<'a>(&'a self, request: EnsureRequest<'a>) -> BoxFuture<'a, EnsureOutcome> {
+        Box::pin(self.inner.ensure(request))
+    }
+
+    fn on_config(&self, config: Arc<Config>) {
+        self.inner.config.send_replace(config);
+    }
+}
+
+impl Inner {
+    fn known_state(&self, secret: &str, namespace: &str) -> Option<Known> {
+        let known = self.known.read().ok()?;
+        known.get(secret)?.get(namespace).copied()
+    }
+
+    fn set_known(&self, secret: &str, namespace: &str, state: Option<Known>) {
+        let Ok(mut known) = self.known.write() else {
+            return;
+        };
+        match state {
+            Some(state) => {
+                known
+                    .entry(secret.to_owned())
+                    .or_default()
+                    .insert(namespace.to_owned(), state);
+            }
+            None => {
+                if let Some(namespaces) = known.get_mut(secret) {
+                    namespaces.remove(namespace);
+                }
+            }
+        }
+    }
+
+    fn content(&self, registry: &str) -> Result<Arc<DockerConfig>, String> {
+        let sources = self
+            .sources
+            .read()
+            .map_err(|_| "credential state unavailable".to_owned())?;
+        match sources.get(registry) {
+            Some(result) => result.clone(),
+            None => Err(format!(
+                "credentials for registry {registry:?} are not loaded yet"
+            )),
+        }
+    }
+
+    async fn ensure(self: &Arc<Self>, request: EnsureRequest<'_>) -> EnsureOutcome {
+        let registry = request.registry;
+        if registry.credentials.is_none() {
+            return EnsureOutcome::NotManaged;
+        }
+        let secret = registry.secret_name.as_str();
+        let content = match self.content(&registry.name) {
+            Ok(content) => content,
+            Err(reason) => {
+                self.metrics.provisioning_pending(&registry.name);
+                return EnsureOutcome::Pending { reason };
+            }
+        };
+        match self.known_state(secret, request.namespace) {
+            Some(Known::Good(hash)) if hash == content.hash => return EnsureOutcome::Ready,
+            Some(Known::Foreign { since }) if since.elapsed() < self.options.foreign_recheck => {
+                return EnsureOutcome::Foreign { first_time: false };
+            }
+            _ => {}
+        }
+        if request.dry_run {
+            return EnsureOutcome::DryRun;
+        }
+        let mut flight = self.flight(secret, request.namespace);
+        let finished = tokio::time::timeout(request.budget, async {
+            flight
+                .wait_for(FlightState::is_final)
+                .await
+                .map(|state| state.clone())
+        })
+        .await;
+        let state = match finished {
+            Ok(Ok(state)) => state,
+            // The flight ended without a final state: only at shutdown.
+            Ok(Err(_)) => FlightState::Trying(Some("shutting down".into())),
+            Err(_) => flight.borrow().clone(),
+        };
+        match state {
+            FlightState::Ready => EnsureOutcome::Ready,
+            FlightState::Foreign(warned) => EnsureOutcome::Foreign {
+                first_time: !warned.swap(true, Ordering::AcqRel),
+            },
+            FlightState::GaveUp(reason) | FlightState::Trying(Some(reason)) => {
+                self.metrics.provisioning_pending(&registry.name);
+                EnsureOutcome::Pending { reason }
+            }
+            FlightState::Trying(None) => {
+                self.metrics.provisioning_pending(&registry.name);
+                EnsureOutcome::Pending {
+                    reason: format!("no answer from the API server within {:?}", request.budget),
+                }
+            }
+        }
+    }
+
+    /// Joins the flight for (Secret, namespace), starting one if none is under way.
+    fn flight(self: &Arc<Self>, secret: &str, namespace: &str) -> watch::Receiver<FlightState> {
+        let key = (secret.to_owned(), namespace.to_owned());
+        let Ok(mut flights) = self.flights.lock() else {
+            let (_, receiver) =
+                watch::channel(FlightState::GaveUp("internal state poisoned".into()));
+            return receiver;
+        };
+        if let Some(receiver) = flights.get(&key) {
+            return receiver.clone();
+        }
+        let (sender, receiver) = watch::channel(FlightState::Trying(None));
+        flights.insert(key.clone(), receiver.clone());
+        drop(flights);
+        tokio::spawn(self.clone().run_flight(key, sender));
+        receiver
+    }
+
+    /// Reconciles one (Secret, namespace), retrying with backoff until it is ready, foreign or gone.
+    async fn run_flight(self: Arc<Self>, key: FlightKey, state: watch::Sender<FlightState>) {
+        let (secret, namespace) = &key;
+        let mut delay = self.options.retry_initial;
+        loop {
+            let config = self.config.borrow().clone();
+            let Some(registry) = config
+                .registries
+                .iter()
+                .find(|r| &r.secret_name == secret && r.credentials.is_some())
+            else {
+                state.send_replace(FlightState::GaveUp(format!(
+                    "Secret {secret:?} is no longer configured"
+                )));
+                break;
+            };
+            let result = match self.content(&registry.name) {
+                Ok(content) => self
+                    .reconcile(namespace, registry, &content)
+                    .await
+                    .map(|r| (r, content.hash)),
+                Err(reason) => Err(ReconcileError::Api(reason)),
+            };
+            match result {
+                Ok((Reconciled::Foreign, _)) => {
+                    self.set_known(
+                        secret,
+                        namespace,
+                        Some(Known::Foreign {
+                            since: Instant::now(),
+                        }),
+                    );
+                    tracing::warn!(namespace = %namespace, secret = %secret, "a Secret of this name exists and is not managed by pullsecret-injector; referencing it, leaving it untouched");
+                    state.send_replace(FlightState::Foreign(Arc::new(AtomicBool::new(false))));
+                    break;
+                }
+                Ok((done, hash)) => {
+                    self.set_known(secret, namespace, Some(Known::Good(hash)));
+                    match done {
+                        Reconciled::Created => {
+                            tracing::info!(namespace = %namespace, secret = %secret, content_hash = %hash, "pull Secret created")
+                        }
+                        Reconciled::Updated => {
+                            tracing::info!(namespace = %namespace, secret = %secret, content_hash = %hash, "pull Secret updated")
+                        }
+                        _ => {}
+                    }
+                    state.send_replace(FlightState::Ready);
+                    break;
+                }
+                Err(ReconcileError::Gone(reason)) => {
+                    self.set_known(secret, namespace, None);
+                    tracing::info!(namespace = %namespace, secret = %secret, %reason, "not provisioning: namespace is gone");
+                    state.send_replace(FlightState::GaveUp(reason));
+                    break;
+                }
+                Err(ReconcileError::Api(reason)) => {
+                    tracing::warn!(namespace = %namespace, secret = %secret, %reason, retry_in = ?delay, "pull Secret not ready; retrying");
+                    state.send_replace(FlightState::Trying(Some(reason)));
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(jitter(delay)) => {}
+                () = self.shutdown.cancelled() => break,
+            }
+            delay = (delay * 2).min(self.options.retry_max);
+        }
+        if let Ok(mut flights) = self.flights.lock() {
+            flights.remove(&key);
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        namespace: &str,
+        registry: &Registry,
+        content: &DockerConfig,
+    ) -> Result<Reconciled, ReconcileError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let name = registry.secret_name.as_str();
+        // A few rounds absorb races (another replica creating it, someone editing it meanwhile).
+        for _ in 0..4 {
+            let existing = api.get_opt(name).await.map_err(|e| api_error("read", &e))?;
+            let Some(existing) = existing else {
+                let secret = desired_secret(registry, content, None);
+                let params = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PostParams::default()
+                };
+                match api.create(&params, &secret).await {
+                    Ok(_) => {
+                        self.metrics.secret_write(&registry.name, "create", true);
+                        return Ok(Reconciled::Created);
+                    }
+                    Err(error) if status_code(&error) == Some(409) => continue,
+                    Err(error) => {
+                        self.metrics.secret_write(&registry.name, "create", false);
+                        return Err(classify(&error, "create"));
+                    }
+                }
+            };
+            if !is_managed(&existing.metadata) {
+                return Ok(Reconciled::Foreign);
+            }
+            if is_current(&existing, content) {
+                return Ok(Reconciled::UpToDate);
+            }
+            let secret = desired_secret(
+                registry,
+                content,
+                existing.metadata.resource_version.clone(),
+            );
+            match api
+                .patch(
+                    name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&secret),
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.metrics.secret_write(&registry.name, "update", true);
+                    return Ok(Reconciled::Updated);
+                }
+                // Changed or deleted since it was read: look again.
+                Err(error) if matches!(status_code(&error), Some(409 | 404)) => continue,
+                Err(error) => {
+                    self.metrics.secret_write(&registry.name, "update", false);
+                    return Err(classify(&error, "update"));
+                }
+            }
+        }
+        Err(ReconcileError::Api(format!(
+            "Secret {name:?} kept changing while being written"
+        )))
+    }
+
+    /// Re-reads every credential source; a changed one is rotated into every namespace that has it.
+    fn refresh_sources(&self, config: &Config) {
+        let mut changed = Vec::new();
+        {
+            let Ok(mut sources) = self.sources.write() else {
+                return;
+            };
+            let mut fresh = HashMap::new();
+            for registry in &config.registries {
+                let Some(loaded) = credentials::load(registry) else {
+                    continue;
+                };
+                let previous = sources.remove(&registry.name);
+                let entry = match (loaded, previous) {
+                    (Ok(content), previous) => {
+                        let unchanged =
+                            matches!(&previous, Some(Ok(old)) if old.hash == content.hash);
+                        if !unchanged {
+                            self.metrics
+                                .credential_reload(&registry.name, ReloadResult::Success);
+                            tracing::info!(registry = %registry.name, content_hash = %content.hash, "credentials loaded");
+                            changed.push(registry.secret_name.clone());
+                        }
+                        Ok(Arc::new(content))
+                    }
+                    (Err(error), Some(Ok(old))) => {
+                        self.metrics
+                            .credential_reload(&registry.name, ReloadResult::Failure);
+                        tracing::error!(registry = %registry.name, %error, "new credentials refused; the previous ones stay in use");
+                        Ok(old)
+                    }
+                    (Err(error), previous) => {
+                        if !matches!(&previous, Some(Err(old)) if *old == error.to_string()) {
+                            self.metrics
+                                .credential_reload(&registry.name, ReloadResult::Failure);
+                            tracing::error!(registry = %registry.name, %error, "credentials cannot be loaded");
+                        }
+                        Err(error.to_string())
+                    }
+                };
+                fresh.insert(registry.name.clone(), entry);
+            }
+            *sources = fresh;
+        }
+        for secret in changed {
+            self.queue_stale(&secret);
+        }
+    }
+
+    /// Queues a rewrite of every namespace whose copy of `secret` is not the current content.
+    fn queue_stale(&self, secret: &str) {
+        let namespaces: Vec<String> = match self.known.read() {
+            Ok(known) => known
+                .get(secret)
+                .map(|by_ns| {
+                    by_ns
+                        .iter()
+                        .filter(|(_, state)| matches!(state, Known::Good(_)))
+                        .map(|(ns, _)| ns.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => return,
+        };
+        for namespace in namespaces {
+            self.queue_rewrite(secret, &namespace);
+        }
+    }
+
+    fn queue_rewrite(&self, secret: &str, namespace: &str) {
+        let key = (secret.to_owned(), namespace.to_owned());
+        let Ok(mut queued) = self.queued.lock() else {
+            return;
+        };
+        if queued.insert(key.clone()) {
+            let _ = self.queue.send(key);
+        }
+    }
+
+    /// A watch event about a managed Secret name somewhere in the cluster.
+    fn observe(&self, secret: &str, event_metadata: &ObjectMeta, deleted: bool) {
+        let Some(namespace) = event_metadata.namespace.as_deref() else {
+            return;
+        };
+        if deleted {
+            if is_managed(event_metadata) {
+                tracing::info!(namespace = %namespace, secret = %secret, "managed pull Secret deleted; recreating");
+                self.set_known(secret, namespace, None);
+                self.queue_rewrite(secret, namespace);
+            } else {
+                self.set_known(secret, namespace, None);
+            }
+            return;
+        }
+        if !is_managed(event_metadata) {
+            self.set_known(
+                secret,
+                namespace,
+                Some(Known::Foreign {
+                    since: Instant::now(),
+                }),
+            );
+            return;
+        }
+        let config = self.config.borrow().clone();
+        let current = config
+            .registries
+            .iter()
+            .find(|r| r.secret_name == secret)
+            .and_then(|r| self.content(&r.name).ok());
+        let seen = annotation_hash(event_metadata);
+        match (current, seen) {
+            (Some(content), Some(seen)) if seen == content.hash => {
+                self.set_known(secret, namespace, Some(Known::Good(seen)))
+            }
+            (Some(_), _) => {
+                self.set_known(secret, namespace, None);
+                self.queue_rewrite(secret, namespace);
+            }
+            (None, _) => {}
+        }
+    }
+}
+
+/// Follows config changes: reloads credentials, re-targets the credential file watch and the Secret watches.
+async fn supervise(inner: Arc<Inner>, mut config_rx: watch::Receiver<Arc<Config>>) {
+    let (files_changed, mut files_rx) = mpsc::unbounded_channel::<()>();
+    let mut file_watch: Option<(Vec<std::path::PathBuf>, JoinHandle<()>)> = None;
+    let mut secret_watches: HashMap<String, JoinHandle<()>> = HashMap::new();
+    loop {
+        let config = config_rx.borrow_and_update().clone();
+        inner.refresh_sources(&config);
+
+        let mut dirs: Vec<_> = config
+            .credential_files()
+            .into_iter()
+            .map(parent_dir)
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        if file_watch.as_ref().map(|(watched, _)| watched) != Some(&dirs) {
+            if let Some((_, task)) = file_watch.take() {
+                task.abort();
+            }
+            if !dirs.is_empty() {
+                let sender = files_changed.clone();
+                match watch_dirs(
+                    "credentials",
+                    dirs.clone(),
+                    inner.options.reload_poll,
+                    move || {
+                        let _ = sender.send(());
+                    },
+                ) {
+                    Ok(task) => file_watch = Some((dirs, task)),
+                    Err(error) => {
+                        tracing::error!(%error, "credential files will not be reloaded on change")
+                    }
+                }
+            }
+        }
+
+        let wanted: HashSet<String> = config
+            .registries
+            .iter()
+            .filter(|r| r.credentials.is_some())
+            .map(|r| r.secret_name.clone())
+            .collect();
+        secret_watches.retain(|name, task| {
+            let keep = wanted.contains(name);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for name in wanted {
+            if !secret_watches.contains_key(&name) {
+                let task = tokio::spawn(watch_secret(inner.clone(), name.clone()));
+                secret_watches.insert(name, task);
+            }
+        }
+
+        tokio::select! {
+            changed = config_rx.changed() => if changed.is_err() { break },
+            Some(()) = files_rx.recv() => {}
+            () = inner.shutdown.cancelled() => break,
+        }
+    }
+    for (_, task) in secret_watches {
+        task.abort();
+    }
+    if let Some((_, task)) = file_watch {
+        task.abort();
+    }
+}
+
+/// Watches one Secret name across namespaces, metadata only: labels and the content hash are enough,
+/// and the data (credentials) never enters this process's memory from the watch.
+async fn watch_secret(inner: Arc<Inner>, name: String) {
+    let api: Api<PartialObjectMeta<Secret>> = Api::all(inner.client.clone());
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher::watcher(api, config).boxed();
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            () = inner.shutdown.cancelled() => return,
+        };
+        match event {
+            None => return,
+            Some(Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object))) => {
+                inner.observe(&name, &object.metadata, false);
+            }
+            Some(Ok(watcher::Event::Delete(object))) => {
+                inner.observe(&name, &object.metadata, true)
+            }
+            Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+            Some(Err(error)) => {
+                // The watcher re-lists by itself; pause so a dead API server is not hammered.
+                tracing::warn!(secret = %name, %error, "watch of managed Secrets failed; retrying");
+                tokio::time::sleep(inner.options.retry_initial.max(Duration::from_millis(500)))
+                    .await;
+            }
+        }
+    }
+}
+
+/// Starts queued rewrites at a bounded rate.
+async fn rewrite_worker(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<FlightKey>) {
+    let per_second = inner.options.max_writes_per_second.max(1);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / per_second);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let key = tokio::select! {
+            key = queue.recv() => match key { Some(key) => key, None => return },
+            () = inner.shutdown.cancelled() => return,
+        };
+        ticker.tick().await;
+        if let Ok(mut queued) = inner.queued.lock() {
+            queued.remove(&key);
+        }
+        drop(inner.flight(&key.0, &key.1));
+    }
+}
+
+fn desired_secret(
+    registry: &Registry,
+    content: &DockerConfig,
+    resource_version: Option<String>,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(registry.secret_name.clone()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
+                (REGISTRY_LABEL.to_owned(), registry.name.clone()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                HASH_ANNOTATION.to_owned(),
+                content.hash.to_string(),
+            )])),
+            resource_version,
+            ..ObjectMeta::default()
+        },
+        type_: Some(SECRET_TYPE.to_owned()),
+        data: Some(BTreeMap::from([(
+            DATA_KEY.to_owned(),
+            ByteString(content.json.clone()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+pub fn is_managed(metadata: &ObjectMeta) -> bool {
+    metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(MANAGED_BY_LABEL))
+        .is_some_and(|value| value == MANAGED_BY_VALUE)
+}
+
+fn annotation_hash(metadata: &ObjectMeta) -> Option<ContentHash> {
+    metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HASH_ANNOTATION))
+        .and_then(|text| ContentHash::parse(text))
+}
+
+fn is_current(secret: &Secret, content: &DockerConfig) -> bool {
+    annotation_hash(&secret.metadata) == Some(content.hash)
+        && secret.type_.as_deref() == Some(SECRET_TYPE)
+        && secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(DATA_KEY))
+            .is_some_and(|bytes| bytes.0 == content.json)
+}
+
+fn status_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+fn api_error(action: &str, error: &kube::Error) -> ReconcileError {
+    classify(error, action)
+}
+
+/// A namespace that is gone or terminating is final; anything else is retried.
+fn classify(error: &kube::Error, action: &str) -> ReconcileError {
+    if let kube::Error::Api(status) = error {
+        let terminating = status.message.contains("being terminated");
+        let namespace_missing = status.code == 404
+            && status
+                .details
+                .as_ref()
+                .is_some_and(|d| d.kind == "namespaces");
+        if terminating || namespace_missing {
+            return ReconcileError::Gone(status.message.clone());
+        }
+        return ReconcileError::Api(format!(
+            "{action} failed: {} {}: {}",
+            status.code, status.reason, status.message
+        ));
+    }
+    ReconcileError::Api(format!("{action} failed: {error}"))
+}
+
+/// ±20 % so retries of many namespaces do not arrive together.
+fn jitter(delay: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.8 + f64::from(nanos % 400) / 1000.0;
+    delay.mul_f64(factor)
+}

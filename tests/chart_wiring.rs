@@ -1,0 +1,1289 @@
+//! Wiring checks for the Helm chart (charts/pullsecret-injector).
+//!
+//! The inputs are the goldens `tests/fixtures/chart/<mode>.yaml`, one per certificate mode, which
+//! `.ci/helm-checks.sh` renders with `helm template psi charts/pullsecret-injector --namespace
+//! pullsecret-injector` (values: `tests/fixtures/chart/values/`) and keeps in sync with the chart
+//! (`UPDATE_GOLDEN=1 bash .ci/helm-checks.sh` rewrites them). Generated certificate material is
+//! replaced there by a fixed base64 placeholder.
+//!
+//! The checks tie the chart to the binary: the container args must parse with the binary's CLI,
+//! the ConfigMap must be accepted by the binary's config parser, every path the binary reads
+//! must be mounted, and the webhook, Service and container ports must lead to the same listener.
+//! Each test collects every problem of every mode and fails once, naming object and defect.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use clap::Parser as _;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+const MODES: &[&str] = &["helm", "certManager", "existing"];
+const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-node-lease"];
+const NAME_SCOPED_VERBS: &[&str] = &["get", "patch", "list", "watch"];
+const NON_ROOT_UID: i64 = 65532;
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chart")
+}
+
+/// One rendered golden: all its objects, as JSON values.
+struct Golden {
+    mode: &'static str,
+    objects: Vec<Value>,
+}
+
+impl Golden {
+    fn load(mode: &'static str) -> Golden {
+        let path = fixtures_dir().join(format!("{mode}.yaml"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "cannot read {} ({e}); generate it with `UPDATE_GOLDEN=1 bash .ci/helm-checks.sh`",
+                path.display()
+            )
+        });
+        let mut objects = Vec::new();
+        for (i, document) in serde_norway::Deserializer::from_str(&text).enumerate() {
+            let value = Value::deserialize(document).unwrap_or_else(|e| {
+                panic!("{}: document {i} is not valid YAML: {e}", path.display())
+            });
+            if !value.is_null() {
+                objects.push(value);
+            }
+        }
+        assert!(!objects.is_empty(), "{}: no objects", path.display());
+        Golden { mode, objects }
+    }
+
+    fn all() -> Vec<Golden> {
+        MODES.iter().map(|mode| Golden::load(mode)).collect()
+    }
+
+    fn raw(&self, kind: &str) -> Vec<&Value> {
+        self.objects.iter().filter(|o| o["kind"] == kind).collect()
+    }
+
+    /// Every object of `kind`, deserialized into its k8s-openapi type.
+    fn typed<T: DeserializeOwned>(&self, kind: &str) -> Vec<T> {
+        self.raw(kind)
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+                    panic!(
+                        "[{}] {kind}/{}: does not deserialize: {e}",
+                        self.mode, v["metadata"]["name"]
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The single object of `kind`.
+    fn one<T: DeserializeOwned>(&self, kind: &str) -> T {
+        let mut all = self.typed::<T>(kind);
+        assert_eq!(
+            all.len(),
+            1,
+            "[{}] expected exactly one {kind}, found {}",
+            self.mode,
+            all.len()
+        );
+        all.remove(0)
+    }
+
+    fn secret(&self, name: &str) -> Option<Secret> {
+        self.typed::<Secret>("Secret")
+            .into_iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+    }
+
+    fn deployment(&self) -> Deployment {
+        self.one("Deployment")
+    }
+
+    fn pod_spec(&self) -> PodSpec {
+        let d = self.deployment();
+        d.spec
+            .template
+            .spec
+            .unwrap_or_else(|| panic!("[{}] Deployment has no pod template spec", self.mode))
+    }
+
+    fn container(&self) -> Container {
+        let pod = self.pod_spec();
+        assert_eq!(
+            pod.containers.len(),
+            1,
+            "[{}] Deployment: expected one container",
+            self.mode
+        );
+        pod.containers.into_iter().next().unwrap()
+    }
+
+    fn release_namespace(&self) -> String {
+        self.deployment()
+            .metadata
+            .namespace
+            .unwrap_or_else(|| panic!("[{}] Deployment has no metadata.namespace", self.mode))
+    }
+
+    /// The text of config.yaml in the chart's ConfigMap.
+    fn config_text(&self) -> String {
+        let cm: ConfigMap = self.one("ConfigMap");
+        cm.data
+            .and_then(|d| d.get(&self.config_file_name()).cloned())
+            .unwrap_or_else(|| {
+                panic!(
+                    "[{}] ConfigMap has no key {:?} (the file --config names)",
+                    self.mode,
+                    self.config_file_name()
+                )
+            })
+    }
+
+    fn config(&self) -> Value {
+        serde_norway::from_str(&self.config_text())
+            .unwrap_or_else(|e| panic!("[{}] ConfigMap config.yaml is not YAML: {e}", self.mode))
+    }
+
+    fn args(&self) -> Vec<String> {
+        self.container().args.unwrap_or_default()
+    }
+
+    fn config_file_name(&self) -> String {
+        let config = arg_value(&self.args(), "--config")
+            .unwrap_or_else(|| panic!("[{}] container args have no --config", self.mode));
+        Path::new(&config)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The values file this golden was rendered with, if any.
+    fn values(&self) -> Value {
+        let path = fixtures_dir()
+            .join("values")
+            .join(format!("{}.yaml", self.mode));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            }
+            Err(_) => Value::Null,
+        }
+    }
+}
+
+/// Value of `--flag value` or `--flag=value` in an argument list.
+fn arg_value(args: &[String], flag: &str) -> Option<String> {
+    let prefix = format!("{flag}=");
+    args.iter().enumerate().find_map(|(i, a)| {
+        if a == flag {
+            args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix(&prefix).map(str::to_owned)
+        }
+    })
+}
+
+fn port_of(listen: &str) -> Option<i32> {
+    listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
+/// Collects problems; `finish` fails the test listing all of them.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+/// `check!(problems, mode, condition, "format", args...)`: records the message when the condition
+/// is false (the message is only built then).
+macro_rules! check {
+    ($p:expr, $mode:expr, $ok:expr, $($msg:tt)+) => {
+        if !$ok {
+            $p.0.push(format!("[{}] {}", $mode, format!($($msg)+)));
+        }
+    };
+}
+
+impl Problems {
+    fn finish(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} problem(s):\n  {}",
+            self.0.len(),
+            self.0.join("\n  ")
+        );
+    }
+}
+
+fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn pod_labels(d: &Deployment) -> BTreeMap<String, String> {
+    d.spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_golden_parses_into_kubernetes_types() {
+    for g in Golden::all() {
+        // Deserializing is the check: every built-in kind into its k8s-openapi type.
+        let _: Deployment = g.one("Deployment");
+        let _: Service = g.one("Service");
+        let _: ServiceAccount = g.one("ServiceAccount");
+        let _: ConfigMap = g.one("ConfigMap");
+        let _: Vec<Secret> = g.typed("Secret");
+        let _: MutatingWebhookConfiguration = g.one("MutatingWebhookConfiguration");
+        let _: ClusterRole = g.one("ClusterRole");
+        let _: ClusterRoleBinding = g.one("ClusterRoleBinding");
+        let _: PodDisruptionBudget = g.one("PodDisruptionBudget");
+        let known = [
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "ConfigMap",
+            "Secret",
+            "MutatingWebhookConfiguration",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "PodDisruptionBudget",
+            // CRD kinds, left as JSON values.
+            "Issuer",
+            "Certificate",
+            "ServiceMonitor",
+        ];
+        for o in &g.objects {
+            let kind = o["kind"].as_str().unwrap_or_default();
+            assert!(
+                known.contains(&kind),
+                "[{}] unexpected kind {kind:?} in the golden",
+                g.mode
+            );
+        }
+    }
+}
+
+#[test]
+fn webhook_reaches_the_container_through_the_service() {
+    let mut p = Problems::default();
+    for g in Golden::all() {
+        let m = g.mode;
+        let svc: Service = g.one("Service");
+        let svc_name = svc.metadata.name.clone().unwrap_or_default();
+        let svc_ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let svc_spec = svc.spec.clone().unwrap_or_default();
+        let mwc: MutatingWebhookConfiguration = g.one("MutatingWebhookConfiguration");
+        let hooks = mwc.webhooks.unwrap_or_default();
+        check!(
+            p,
+            m,
+            hooks.len() == 1,
+            "MutatingWebhookConfiguration: expected 1 webhook, found {}",
+            hooks.len()
+        );
+        let Some(hook) = hooks.first() else { continue };
+        let Some(target) = hook.client_config.service.as_ref() else {
+            check!(
+                p,
+                m,
+                false,
+                "webhook {}: clientConfig has no service",
+                hook.name
+            );
+            continue;
+        };
+        check!(
+            p,
+            m,
+            hook.client_config.url.is_none(),
+            "webhook {}: clientConfig.url must not be set",
+            hook.name
+        );
+        check!(
+            p,
+            m,
+            target.name == svc_name,
+            "webhook {}: clientConfig.service.name {:?} != Service {:?}",
+            hook.name,
+            target.name,
+            svc_name
+        );
+        check!(
+            p,
+            m,
+            target.namespace == svc_ns,
+            "webhook {}: clientConfig.service.namespace {:?} != Service namespace {:?}",
+            hook.name,
+            target.namespace,
+            svc_ns
+        );
+        check!(
+            p,
+            m,
+            target.path.as_deref() == Some("/mutate"),
+            "webhook {}: clientConfig.service.path is {:?}, the binary serves POST /mutate",
+            hook.name,
+            target.path
+        );
+        let port = target.port.unwrap_or(443);
+        check!(
+            p,
+            m,
+            port == 443,
+            "webhook {}: clientConfig.service.port is {port}, expected 443",
+            hook.name
+        );
+        let svc_port = svc_spec.ports.iter().flatten().find(|sp| sp.port == port);
+        let Some(svc_port) = svc_port else {
+            check!(
+                p,
+                m,
+                false,
+                "Service {svc_name}: no port {port} (the webhook's clientConfig.service.port)"
+            );
+            continue;
+        };
+
+        let container = g.container();
+        let ports = container.ports.clone().unwrap_or_default();
+        let target_port = match &svc_port.target_port {
+            Some(IntOrString::String(name)) => ports
+                .iter()
+                .find(|cp| cp.name.as_deref() == Some(name.as_str())),
+            Some(IntOrString::Int(n)) => ports.iter().find(|cp| cp.container_port == *n),
+            None => ports.iter().find(|cp| cp.container_port == port),
+        };
+        check!(
+            p,
+            m,
+            svc_port.target_port == Some(IntOrString::String("https".into())),
+            "Service {svc_name}: port {port} targetPort is {:?}, expected the named port \"https\"",
+            svc_port.target_port
+        );
+        let Some(target_port) = target_port else {
+            check!(
+                p,
+                m,
+                false,
+                "Service {svc_name}: targetPort {:?} matches no containerPort",
+                svc_port.target_port
+            );
+            continue;
+        };
+        check!(
+            p,
+            m,
+            target_port.container_port == 8443,
+            "Deployment: containerPort https is {}, expected 8443",
+            target_port.container_port
+        );
+        let listen = arg_value(&g.args(), "--listen");
+        check!(
+            p,
+            m,
+            listen.as_deref().and_then(port_of) == Some(target_port.container_port),
+            "Deployment: --listen {:?} does not listen on the Service's target containerPort {}",
+            listen,
+            target_port.container_port
+        );
+
+        // The Service selects the Deployment's Pods.
+        let d = g.deployment();
+        let selector = svc_spec.selector.clone().unwrap_or_default();
+        check!(
+            p,
+            m,
+            labels_match(&selector, &pod_labels(&d)),
+            "Service {svc_name}: selector {selector:?} does not select the Deployment's pod labels"
+        );
+
+        // Metrics, when enabled: --metrics-listen, containerPort "metrics" and the Service port
+        // agree.
+        if let Some(metrics) = arg_value(&g.args(), "--metrics-listen") {
+            let mp = ports
+                .iter()
+                .find(|cp| cp.name.as_deref() == Some("metrics"));
+            check!(
+                p,
+                m,
+                mp.map(|cp| cp.container_port) == port_of(&metrics),
+                "Deployment: --metrics-listen {metrics} does not match containerPort \"metrics\" {:?}",
+                mp.map(|cp| cp.container_port)
+            );
+            let sp = svc_spec
+                .ports
+                .iter()
+                .flatten()
+                .find(|sp| sp.name.as_deref() == Some("metrics"));
+            check!(
+                p,
+                m,
+                sp.is_some_and(|sp| sp.target_port == Some(IntOrString::String("metrics".into()))),
+                "Service {svc_name}: no port \"metrics\" targeting the container's metrics port"
+            );
+        }
+
+        // CA trust: caBundle from the chart (helm, existing) or injected by cert-manager.
+        if m == "certManager" {
+            let annotations = mwc.metadata.annotations.clone().unwrap_or_default();
+            let inject = annotations
+                .get("cert-manager.io/inject-ca-from")
+                .cloned()
+                .unwrap_or_default();
+            let cert_names: Vec<String> = g
+                .raw("Certificate")
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}/{}",
+                        c["metadata"]["namespace"].as_str().unwrap_or(""),
+                        c["metadata"]["name"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            check!(
+                p,
+                m,
+                cert_names.contains(&inject),
+                "MutatingWebhookConfiguration: cert-manager.io/inject-ca-from {inject:?} names none of the Certificates {cert_names:?}"
+            );
+        } else {
+            check!(
+                p,
+                m,
+                hook.client_config
+                    .ca_bundle
+                    .as_ref()
+                    .is_some_and(|b| !b.0.is_empty()),
+                "webhook {}: clientConfig.caBundle is empty",
+                hook.name
+            );
+        }
+    }
+    p.finish();
+}
+
+#[test]
+fn container_args_parse_with_the_binary_cli() {
+    let mut p = Problems::default();
+    for g in Golden::all() {
+        let args = g.args();
+        // The container runs the image's ENTRYPOINT with these args appended.
+        let parsed = pullsecret_injector::cli::Cli::try_parse_from(
+            image_entrypoint().into_iter().chain(args.iter().cloned()),
+        );
+        check!(
+            p,
+            g.mode,
+            parsed.is_ok(),
+            "Deployment: container args {args:?} are rejected by the binary's CLI: {}",
+            parsed.as_ref().err().unwrap()
+        );
+        check!(
+            p,
+            g.mode,
+            args.first().map(String::as_str) != Some("serve"),
+            "Deployment: the image's ENTRYPOINT already says `serve`; args must not repeat it: {args:?}"
+        );
+        for flag in ["--config", "--tls-dir", "--listen", "--log-format"] {
+            check!(
+                p,
+                g.mode,
+                arg_value(&args, flag).is_some(),
+                "Deployment: container args lack {flag}: {args:?}"
+            );
+        }
+        check!(
+            p,
+            g.mode,
+            arg_value(&args, "--log-format").as_deref() == Some("json"),
+            "Deployment: --log-format should be json: {args:?}"
+        );
+        let env: Vec<String> = g
+            .container()
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        for var in [
+            "PULLSECRET_INJECTOR_CONFIG",
+            "PULLSECRET_INJECTOR_TLS_DIR",
+            "PULLSECRET_INJECTOR_LISTEN",
+            "PULLSECRET_INJECTOR_LOG_FORMAT",
+        ] {
+            check!(
+                p,
+                g.mode,
+                !env.iter().any(|e| e == var),
+                "Deployment: {var} is set in env; the chart passes args"
+            );
+        }
+    }
+    p.finish();
+}
+
+#[test]
+fn webhook_rules_and_policies() {
+    let mut p = Problems::default();
+    for g in Golden::all() {
+        let m = g.mode;
+        let mwc: MutatingWebhookConfiguration = g.one("MutatingWebhookConfiguration");
+        for hook in mwc.webhooks.unwrap_or_default() {
+            let n = hook.name.clone();
+            check!(
+                p,
+                m,
+                hook.side_effects == "NoneOnDryRun",
+                "webhook {n}: sideEffects is {:?}, expected NoneOnDryRun",
+                hook.side_effects
+            );
+            check!(
+                p,
+                m,
+                hook.failure_policy.as_deref() == Some("Ignore"),
+                "webhook {n}: failurePolicy is {:?}, the default values must give Ignore",
+                hook.failure_policy
+            );
+            check!(
+                p,
+                m,
+                hook.admission_review_versions == ["v1"],
+                "webhook {n}: admissionReviewVersions is {:?}, expected [v1]",
+                hook.admission_review_versions
+            );
+            check!(
+                p,
+                m,
+                hook.timeout_seconds.is_some_and(|t| (1..=30).contains(&t)),
+                "webhook {n}: timeoutSeconds {:?} outside 1..=30",
+                hook.timeout_seconds
+            );
+            check!(
+                p,
+                m,
+                hook.reinvocation_policy.as_deref() == Some("IfNeeded"),
+                "webhook {n}: reinvocationPolicy is {:?}, expected IfNeeded",
+                hook.reinvocation_policy
+            );
+            check!(
+                p,
+                m,
+                hook.match_policy.as_deref() == Some("Equivalent"),
+                "webhook {n}: matchPolicy is {:?}, expected Equivalent",
+                hook.match_policy
+            );
+            let rules = hook.rules.clone().unwrap_or_default();
+            check!(
+                p,
+                m,
+                rules.len() == 1,
+                "webhook {n}: expected exactly one rule, found {}",
+                rules.len()
+            );
+            for r in &rules {
+                let ops = r.operations.clone().unwrap_or_default();
+                check!(
+                    p,
+                    m,
+                    ops == ["CREATE"],
+                    "webhook {n}: operations are {ops:?}, expected exactly [CREATE]"
+                );
+                let res = r.resources.clone().unwrap_or_default();
+                check!(
+                    p,
+                    m,
+                    res == ["pods"],
+                    "webhook {n}: resources are {res:?}, expected exactly [pods]"
+                );
+                let groups = r.api_groups.clone().unwrap_or_default();
+                check!(
+                    p,
+                    m,
+                    groups == [""],
+                    "webhook {n}: apiGroups are {groups:?}, expected the core group [\"\"]"
+                );
+                let versions = r.api_versions.clone().unwrap_or_default();
+                check!(
+                    p,
+                    m,
+                    versions == ["v1"],
+                    "webhook {n}: apiVersions are {versions:?}, expected [v1]"
+                );
+                check!(
+                    p,
+                    m,
+                    r.scope.as_deref() == Some("Namespaced"),
+                    "webhook {n}: scope is {:?}, expected Namespaced",
+                    r.scope
+                );
+            }
+
+            // The opt-out label is honoured before the API server calls the webhook.
+            let config = g.config();
+            let opt_out = config["optOut"]["label"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let object_exprs = hook
+                .object_selector
+                .clone()
+                .and_then(|s| s.match_expressions)
+                .unwrap_or_default();
+            check!(
+                p,
+                m,
+                object_exprs.iter().any(|e| e.key == opt_out
+                    && e.operator == "NotIn"
+                    && e.values.as_deref() == Some(&["true".to_string()][..])),
+                "webhook {n}: objectSelector does not exclude Pods labelled {opt_out}=true: {object_exprs:?}"
+            );
+        }
+    }
+    p.finish();
+}
+
+#[test]
+fn namespace_selector_excludes_system_and_release_namespaces() {
+    let mut p = Problems::default();
+    for g in Golden::all() {
+        let release_ns = g.release_namespace();
+        let mwc: MutatingWebhookConfiguration = g.one("MutatingWebhookConfiguration");
+        for hook in mwc.webhooks.unwrap_or_default() {
+            let exprs = hook
+                .namespace_selector
+                .clone()
+                .and_then(|s| s.match_expressions)
+                .unwrap_or_default();
+            let excluded: BTreeSet<String> = exprs
+                .iter()
+                .filter(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
+                .flat_map(|e| e.values.clone().unwrap_or_default())
+                .collect();
+            for ns in SYSTEM_NAMESPACES
+                .iter()
+                .map(|s| s.to_string())
+                .chain([release_ns.clone()])
+            {
+                check!(
+                    p,
+                    g.mode,
+                    excluded.contains(&ns),
+                    "webhook {}: namespaceSelector does not exclude namespace {ns:?} (kubernetes.io/metadata.name NotIn {excluded:?})",
+                    hook.name
+                );
+            }
+            // Everything the config skips is also excluded before the API server calls the webhook.
+            for ns in g.config()["skipNamespaces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                check!(
+                    p,
+                    g.mode,
+                    excluded.contains(ns),
+                    "webhook {}: skipNamespaces has {ns:?} but the namespaceSelector does not exclude it",
+                    hook.name
+                );
+            }
+        }
+        let config = g.config();
+        let skip_ns: Vec<&str> = config["skipNamespaces"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        check!(
+            p,
+            g.mode,
+            skip_ns.contains(&release_ns.as_str()),
+            "ConfigMap: skipNamespaces {skip_ns:?} does not contain the release namespace {release_ns:?}"
+        );
+    }
+    p.finish();
+}
+
+#[test]
+fn cluster_role_grants_only_what_the_binary_needs() {
+    let mut p = Problems::default();
+    for g in Golden::all() {
+        let m = g.mode;
+        let role: ClusterRole = g.one("ClusterRole");
+        let role_name = role.metadata.name.clone().unwrap_or_default();
+        let config = g.config();
+        let secret_names: BTreeSet<String> = config["registries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["secretName"].as_str().map(str::to_owned))
+            .collect();
+        check!(
+            p,
+            m,
+            !secret_names.is_empty(),
+            "ConfigMap: no registry secretName"
+        );
+
+        let mut create_unscoped = false;
+        let mut scoped_verbs = BTreeSet::new();
+        for (i, rule) in role.rules.clone().unwrap_or_default().iter().enumerate() {
+            let groups = rule.api_groups.clone().unwrap_or_default();
+            let resources = rule.resources.clone().unwrap_or_default();
+            let names: BTreeSet<String> = rule
+                .resource_names
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let all = groups
+                .iter()
+                .chain(&resources)
+                .chain(&rule.verbs)
+                .chain(&names);
+            check!(
+                p,
+                m,
+                !all.clone().any(|s| s.contains('*')),
+                "ClusterRole {role_name} rule {i}: wildcard in {rule:?}"
+            );
+            check!(
+                p,
+                m,
+                rule.non_resource_urls.is_none(),
+                "ClusterRole {role_name} rule {i}: nonResourceURLs granted"
+            );
+            check!(
+                p,
+                m,
+                groups == [""] && resources == ["secrets"],
+                "ClusterRole {role_name} rule {i}: grants {groups:?}/{resources:?}; only core secrets are allowed"
+            );
+            for verb in &rule.verbs {
+                if verb == "create" {
+                    check!(
+                        p,
+                        m,
+                        names.is_empty(),
+                        "ClusterRole {role_name} rule {i}: create with resourceNames never matches (RBAC cannot scope create by name)"
+                    );
+                    create_unscoped |= names.is_empty();
+                } else if NAME_SCOPED_VERBS.contains(&verb.as_str()) {
+                    check!(
+                        p,
+                        m,
+                        names == secret_names,
+                        "ClusterRole {role_name} rule {i}: {verb} must be limited to resourceNames {secret_names:?} (the registries' secretNames), got {names:?}"
+                    );
+                    scoped_verbs.insert(verb.clone());
+                } else {
+                    check!(
+                        p,
+                        m,
+                        false,
+                        "ClusterRole {role_name} rule {i}: verb {verb:?} is not needed by the binary"
+                    );
+                }
+            }
+        }
+        check!(
+            p,
+            m,
+            create_unscoped,
+            "ClusterRole {role_name}: no rule grants create on secrets"
+        );
+        let missing: Vec<_> = NAME_SCOPED_VERBS
+            .iter()
+            .filter(|v| !scoped_verbs.contains(**v))
+            .collect();
+        check!(
+            p,
+            m,
+            missing.is_empty(),
+            "ClusterRole {role_name}: verbs {missing:?} on the pull Secrets are missing"
+        );
+
+        // The binding gives the role to the Deployment's ServiceAccount.
+        let binding: ClusterRoleBinding = g.one("ClusterRoleBinding");
+        check!(
+            p,
+            m,
+            binding.role_ref.kind == "ClusterRole" && binding.role_ref.name == role_name,
+            "ClusterRoleBinding: roleRef {:?} is not ClusterRole {role_name}",
+            binding.role_ref
+        );
+        let sa: ServiceAccount = g.one("ServiceAccount");
+        let sa_name = sa.metadata.name.clone().unwrap_or_default();
+        let subjects = binding.subjects.clone().unwrap_or_default();
+        check!(
+            p,
+            m,
+            subjects.len() == 1
+                && subjects[0].kind == "ServiceAccount"
+                && subjects[0].name == sa_name
+                && subjects[0].namespace.as_deref() == Some(g.release_namespace().as_str()),
+            "ClusterRoleBinding: subjects {subjects:?} are not exactly ServiceAccount {sa_name} in the release namespace"
+        );
+        let pod = g.pod_spec();
+        check!(
+            p,
+            m,
+            pod.service_account_name.as_deref() == Some(sa_name.as_str()),
+            "Deployment: serviceAccountName {:?} is not the chart's ServiceAccount {sa_name:?}",
+            pod.service_account_name
+        );
+        check!(
+            p,
+            m,
+            pod.automount_service_account_token == Some(true),
+            "Deployment: automountServiceAccountToken must be true (the webhook talks to the API server)"
+        );
+    }
+    p.finish();
+}
+
+#[test]
+fn config_map_is_accepted_by_the_binary() {
+    let mut p = Problems::default();
+    for g in Golden::all() {
+        let text = g.config_text();
+        match pullsecret_injector::config::Config::from_yaml_str(&text) {
+            Ok(_) => {}
+            Err(err) => check!(
+                p,
+                g.mode,
+                false,
+                "ConfigMap config.yaml is rejected by the binary: {err}\n---\n{text}"
+            ),
+        }
+    }
+    p.finish();
+}
+
+/// Every string under a registry's `credentials` whose key names a file (`file`,
+/// `usernameFile`, ...).
+fn credential_files(config: &Value) -> Vec<(String, String)> {
+    fn walk(v: &Value, registry: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match v.as_str() {
+                        Some(path) if k == "file" || k.ends_with("File") => {
+                            out.push((registry.to_owned(), path.to_owned()))
+                        }
+                        _ => walk(v, registry, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, registry, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for r in config["registries"].as_array().into_iter().flatten() {
+        walk(
+            &r["credentials"],
+            r["name"].as_str().unwrap_or("?"),
+            &mut out,
+        );
+    }
+    out
+}
+
+#[test]
+fn volumes_cover_config_tls_and_credentials() {
+    let mut p = Problems::default();
+    for g in Golden::all() {
+        let m = g.mode;
+        let pod = g.pod_spec();
+        let container = g.container();
+        let mounts = container.volume_mounts.clone().unwrap_or_default();
+        let volumes = pod.volumes.clone().unwrap_or_default();
+        for mount in &mounts {
+            check!(
+                p,
+                m,
+                mount.sub_path.is_none() && mount.sub_path_expr.is_none(),
+                "Deployment: volumeMount {} uses subPath; kubelet's updates would never reach the process",
+                mount.name
+            );
+            check!(
+                p,
+                m,
+                volumes.iter().any(|v| v.name == mount.name),
+                "Deployment: volumeMount {} has no volume",
+                mount.name
+            );
+        }
+        // The mount whose directory holds `path` (longest prefix), with the path relative to it.
+        let mount_for = |path: &str| {
+            mounts
+                .iter()
+                .filter_map(|mt| {
+                    let dir = mt.mount_path.trim_end_matches('/');
+                    let rest = path.strip_prefix(dir)?.strip_prefix('/')?;
+                    Some((mt, rest.to_owned()))
+                })
+                .max_by_key(|(mt, _)| mt.mount_path.len())
+        };
+        let volume = |name: &str| volumes.iter().find(|v| v.name == name).cloned();
+
+        // --config: a directory mount of the chart's ConfigMap that holds the file.
+        let args = g.args();
+        let config_path = arg_value(&args, "--config").unwrap_or_default();
+        match mount_for(&config_path) {
+            None => check!(
+                p,
+                m,
+                false,
+                "Deployment: no volumeMount covers --config {config_path}"
+            ),
+            Some((mount, rest)) => {
+                let cm: ConfigMap = g.one("ConfigMap");
+                let source = volume(&mount.name).and_then(|v| v.config_map);
+                check!(
+                    p,
+                    m,
+                    source.as_ref().map(|s| s.name.as_str()) == cm.metadata.name.as_deref(),
+                    "Deployment: volume {} mounted for --config is not the chart's ConfigMap {:?}",
+                    mount.name,
+                    cm.metadata.name
+                );
+                check!(
+                    p,
+                    m,
+                    cm.data.as_ref().is_some_and(|d| d.contains_key(&rest)),
+                    "ConfigMap {:?}: no key {rest:?} for --config {config_path}",
+                    cm.metadata.name
+                );
+            }
+        }
+
+        // --tls-dir: a directory mount of the serving-certificate Secret.
+        let tls_dir = arg_value(&args, "--tls-dir").unwrap_or_default();
+        let tls_mount = mounts
+            .iter()
+            .find(|mt| mt.mount_path.trim_end_matches('/') == tls_dir.trim_end_matches('/'));
+        let tls_secret_name = tls_mount
+            .and_then(|mt| volume(&mt.name))
+            .and_then(|v| v.secret)
+            .and_then(|s| s.secret_name);
+        check!(
+            p,
+            m,
+            tls_secret_name.is_some(),
+            "Deployment: --tls-dir {tls_dir} is not a Secret volume mount"
+        );
+        let tls_secret_name = tls_secret_name.unwrap_or_default();
+        match m {
+            "helm" => match g.secret(&tls_secret_name) {
+                None => check!(
+                    p,
+                    m,
+                    false,
+                    "Secret {tls_secret_name} (mounted at --tls-dir) is not rendered in helm mode"
+                ),
+                Some(s) => {
+                    let data = s.data.unwrap_or_default();
+                    for key in ["tls.crt", "tls.key", "ca.crt"] {
+                        check!(
+                            p,
+                            m,
+                            data.get(key).is_some_and(|b| !b.0.is_empty()),
+                            "Secret {tls_secret_name}: no {key}"
+                        );
+                    }
+                    check!(
+                        p,
+                        m,
+                        s.type_.as_deref() == Some("kubernetes.io/tls"),
+                        "Secret {tls_secret_name}: type {:?}, expected kubernetes.io/tls",
+                        s.type_
+                    );
+                }
+            },
+            "certManager" => {
+                let issued: Vec<&str> = g
+                    .raw("Certificate")
+                    .iter()
+                    .filter_map(|c| c["spec"]["secretName"].as_str())
+                    .collect();
+                check!(
+                    p,
+                    m,
+                    issued.contains(&tls_secret_name.as_str()),
+                    "Deployment: TLS Secret {tls_secret_name} is issued by no cert-manager Certificate ({issued:?})"
+                );
+            }
+            _ => {
+                let want = g.values()["certificates"]["existingSecret"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                check!(
+                    p,
+                    m,
+                    !want.is_empty() && tls_secret_name == want,
+                    "Deployment: TLS Secret {tls_secret_name:?} is not certificates.existingSecret {want:?}"
+                );
+            }
+        }
+
+        // Every credential file named in the config lies in a mounted Secret that has that key.
+        let config = g.config();
+        let files = credential_files(&config);
+        for (registry, path) in &files {
+            let Some((mount, rest)) = mount_for(path) else {
+                check!(
+                    p,
+                    m,
+                    false,
+                    "registry {registry}: credential file {path} is under no volumeMount"
+                );
+                continue;
+            };
+            let Some(secret) = volume(&mount.name).and_then(|v| v.secret) else {
+                check!(
+                    p,
+                    m,
+                    false,
+                    "registry {registry}: volume {} holding {path} is not a Secret",
+                    mount.name
+                );
+                continue;
+            };
+            let secret_name = secret.secret_name.clone().unwrap_or_default();
+            // With items, the file name maps to a key; without, the key is the file name.
+            let key = match &secret.items {
+                Some(items) => match items.iter().find(|it| it.path == rest) {
+                    Some(it) => it.key.clone(),
+                    None => {
+                        check!(
+                            p,
+                            m,
+                            false,
+                            "registry {registry}: volume {} projects no item to {rest:?} (for {path})",
+                            mount.name
+                        );
+                        continue;
+                    }
+                },
+                None => rest.clone(),
+            };
+            if let Some(s) = g.secret(&secret_name) {
+                let has = s.data.as_ref().is_some_and(|d| d.contains_key(&key))
+                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(&key));
+                check!(
+                    p,
+                    m,
+                    has,
+                    "registry {registry}: Secret {secret_name} has no key {key:?} (config reads {path})"
+                );
+            } else {
+                // A Secret made outside the chart: its key is at least projected explicitly, so a
+                // missing key stops the Pod at start instead of failing at the first request.
+                check!(
+                    p,
+                    m,
+                    secret.items.is_some(),
+                    "registry {registry}: external Secret {secret_name} is mounted without items; the key {key:?} is not checked"
+                );
+            }
+        }
+        // And nothing is mounted for registries without credentials.
+        let registries_with_files: BTreeSet<&str> = files.iter().map(|(r, _)| r.as_str()).collect();
+        for r in config["registries"].as_array().into_iter().flatten() {
+            let name = r["name"].as_str().unwrap_or("?");
+            let has_credentials = !r["credentials"].is_null();
+            check!(
+                p,
+                m,
+                has_credentials == registries_with_files.contains(name),
+                "registry {name}: credentials block and credential files disagree: {}",
+                r["credentials"]
+            );
+        }
+    }
+    p.finish();
+}
+
+#[test]
+fn pods_are_hardened_and_drain_gracefully() {
+    let mut p = Problems::default();
+    for g in Golden::all() {
+        let m = g.mode;
+        let pod = g.pod_spec();
+        let psc = pod.security_context.clone().unwrap_or_default();
+        check!(
+            p,
+            m,
+            psc.run_as_non_root == Some(true),
+            "Deployment: pod securityContext.runAsNonRoot is not true"
+        );
+        check!(
+            p,
+            m,
+            psc.run_as_user == Some(NON_ROOT_UID),
+            "Deployment: pod securityContext.runAsUser is {:?}, expected {NON_ROOT_UID}",
+            psc.run_as_user
+        );
+        check!(
+            p,
+            m,
+            psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()) == Some("RuntimeDefault"),
+            "Deployment: pod seccompProfile is not RuntimeDefault"
+        );
+
+        let c = g.container();
+        let sc = c.security_context.clone().unwrap_or_default();
+        check!(
+            p,
+            m,
+            sc.run_as_non_root == Some(true),
+            "Deployment: container securityContext.runAsNonRoot is not true"
+        );
+        check!(
+            p,
+            m,
+            sc.run_as_user == Some(NON_ROOT_UID),
+            "Deployment: container runAsUser is {:?}, expected {NON_ROOT_UID}",
+            sc.run_as_user
+        );
+        check!(
+            p,
+            m,
+            sc.read_only_root_filesystem == Some(true),
+            "Deployment: container readOnlyRootFilesystem is not true"
+        );
+        check!(
+            p,
+            m,
+            sc.allow_privilege_escalation == Some(false),
+            "Deployment: container allowPrivilegeEscalation is not false"
+        );
+        check!(
+            p,
+            m,
+            sc.privileged != Some(true),
+            "Deployment: container is privileged"
+        );
+        let drop = sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.drop.clone())
+            .unwrap_or_default();
+        check!(
+            p,
+            m,
+            drop.iter().any(|d| d == "ALL"),
+            "Deployment: container capabilities.drop is {drop:?}, expected ALL"
+        );
+        let added = sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.add.clone())
+            .unwrap_or_default();
+        check!(
+            p,
+            m,
+            added.is_empty(),
+            "Deployment: container adds capabilities {added:?}"
+        );
+        check!(
+            p,
+            m,
+            sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()) == Some("RuntimeDefault"),
+            "Deployment: container seccompProfile is not RuntimeDefault"
+        );
+
+        // Probes: HTTPS on the webhook port; liveness /healthz, readiness /readyz.
+        for (kind, probe, path) in [
+            ("liveness", &c.liveness_probe, "/healthz"),
+            ("readiness", &c.readiness_probe, "/readyz"),
+        ] {
+            let get = probe.as_ref().and_then(|p| p.http_get.clone());
+            check!(
+                p,
+                m,
+                get.as_ref().is_some_and(|h| {
+                    h.path.as_deref() == Some(path)
+                        && h.scheme.as_deref() == Some("HTTPS")
+                        && (h.port == IntOrString::String("https".into())
+                            || h.port == IntOrString::Int(8443))
+                }),
+                "Deployment: {kind}Probe should be GET {path} over HTTPS on port https, got {get:?}"
+            );
+        }
+        // Graceful stop: a built-in sleep (no shell in the image) shorter than the grace period.
+        let sleep = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.sleep.as_ref())
+            .map(|s| s.seconds);
+        let exec = c
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.exec.as_ref());
+        check!(
+            p,
+            m,
+            exec.is_none(),
+            "Deployment: preStop uses exec, impossible in a distroless image"
+        );
+        let grace = pod.termination_grace_period_seconds.unwrap_or(30);
+        check!(
+            p,
+            m,
+            sleep.is_some_and(|s| s > 0 && s < grace),
+            "Deployment: preStop.sleep.seconds {sleep:?} must be set and shorter than terminationGracePeriodSeconds {grace}"
+        );
+
+        // The PodDisruptionBudget covers the Deployment's Pods.
+        let pdb: PodDisruptionBudget = g.one("PodDisruptionBudget");
+        let selector = pdb
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|s| s.match_labels.clone())
+            .unwrap_or_default();
+        check!(
+            p,
+            m,
+            labels_match(&selector, &pod_labels(&g.deployment())),
+            "PodDisruptionBudget: selector {selector:?} does not select the Deployment's Pods"
+        );
+    }
+    p.finish();
+}
+
+/// The Dockerfile's ENTRYPOINT (exec form), as the argv the container starts with.
+fn image_entrypoint() -> Vec<String> {
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile"))
+        .expect("read Dockerfile");
+    let line = dockerfile
+        .lines()
+        .rev()
+        .find(|line| line.starts_with("ENTRYPOINT"))
+        .expect("the Dockerfile has an ENTRYPOINT");
+    let argv: Vec<String> = serde_json::from_str(line.trim_start_matches("ENTRYPOINT").trim())
+        .expect("ENTRYPOINT is in exec form");
+    assert_eq!(
+        argv.last().map(String::as_str),
+        Some("serve"),
+        "ENTRYPOINT runs `serve`: {argv:?}"
+    );
+    argv
+}
