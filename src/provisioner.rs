@@ -606,9 +606,9 @@ async fn supervise(inner: Arc<Inner>, mut config_rx: watch::Receiver<Arc<Config>
             keep
         });
         for name in wanted {
-            if !secret_watches.contains_key(&name) {
-                let task = tokio::spawn(watch_secret(inner.clone(), name.clone()));
-                secret_watches.insert(name, task);
+            if let std::collections::hash_map::Entry::Vacant(slot) = secret_watches.entry(name) {
+                let task = tokio::spawn(watch_secret(inner.clone(), slot.key().clone()));
+                slot.insert(task);
             }
         }
 
