@@ -1146,7 +1146,9 @@ impl Shared {
             |name: Option<&str>| name.is_some_and(|n| allowed.iter().any(|a| a == n));
         match info.verb {
             "create" => false,
-            "get" | "update" | "patch" => !allowed_name(info.name.as_deref()),
+            // The chart's role: get/patch by name; no update (the injector never replaces a Secret).
+            "get" | "patch" => !allowed_name(info.name.as_deref()),
+            "update" => true,
             "list" | "watch" => {
                 let selected =
                     param(params, "fieldSelector").and_then(|s| s.strip_prefix("metadata.name="));

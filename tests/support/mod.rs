@@ -2,6 +2,7 @@
 //! kubelet-style volume updates, and the webhook started in-process.
 #![allow(dead_code)]
 
+pub mod fake_api;
 pub mod tls_client;
 
 use std::path::{Path, PathBuf};
@@ -81,6 +82,8 @@ pub struct TestOptions {
     pub pull_secrets: Arc<dyn PullSecrets>,
     pub server: ServerOptions,
     pub max_body_bytes: Option<usize>,
+    /// Shared with a provisioner so its metrics show on the server's /metrics.
+    pub metrics: Option<Arc<pullsecret_injector::metrics::Metrics>>,
 }
 
 impl TestOptions {
@@ -93,6 +96,7 @@ impl TestOptions {
                 ..ServerOptions::default()
             },
             max_body_bytes: None,
+            metrics: None,
         }
     }
 }
@@ -128,6 +132,9 @@ impl TestServer {
         serve.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
         // Long enough that reload tests prove the file watch, not the backup poll.
         serve.reload_poll = Duration::from_secs(3600);
+        if let Some(metrics) = options.metrics {
+            serve.metrics = metrics;
+        }
         if let Some(max) = options.max_body_bytes {
             serve.max_body_bytes = max;
         }

@@ -1,0 +1,619 @@
+//! Pull Secret provisioning, end to end: AdmissionReviews over real TLS into the webhook, whose
+//! provisioner talks to an in-process fake Kubernetes API that keeps state, enforces the chart's RBAC
+//! and injects faults. Each test is one named scenario; every one ends by checking that no request
+//! left the RBAC rules.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use pullsecret_injector::metrics::Metrics;
+use pullsecret_injector::provisioner::{KubePullSecrets, ProvisionerOptions};
+use serde_json::json;
+use support::fake_api::{FakeApi, Fault};
+use support::{KubeletDir, TestOptions, TestServer};
+use tempfile::TempDir;
+
+const SECRET: &str = "gcr-pull";
+/// Long enough for a convergence that works; only a broken test waits this long.
+const CONVERGE: Duration = Duration::from_secs(10);
+
+/// A GCP service-account key file as gcloud writes it, with a key made now.
+fn service_account_key(key_id: &str) -> String {
+    let private_key = rcgen::KeyPair::generate().expect("key").serialize_pem();
+    let key = json!({
+        "type": "service_account",
+        "project_id": "acme-prod",
+        "private_key_id": key_id,
+        "private_key": private_key,
+        "client_email": "puller@acme-prod.iam.gserviceaccount.com",
+        "client_id": "104",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    serde_json::to_string_pretty(&key).expect("json") + "\n"
+}
+
+struct Harness {
+    api: Arc<FakeApi>,
+    server: TestServer,
+    provisioner: KubePullSecrets,
+    key_dir: KubeletDir,
+    key: String,
+    _temp: TempDir,
+}
+
+fn test_options() -> ProvisionerOptions {
+    ProvisionerOptions {
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_millis(400),
+        max_writes_per_second: 200,
+        foreign_recheck: Duration::from_secs(3600),
+        reload_poll: Duration::from_secs(3600),
+    }
+}
+
+impl Harness {
+    async fn start(budget: &str) -> Self {
+        let api = Arc::new(FakeApi::start(&[SECRET]).await);
+        Self::start_against(api, budget).await
+    }
+
+    /// Another injector replica (own key volume, same key) against an existing API.
+    async fn start_against(api: Arc<FakeApi>, budget: &str) -> Self {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let key = service_account_key("k1");
+        Self::start_with_key(api, budget, temp, key).await
+    }
+
+    async fn start_with_key(api: Arc<FakeApi>, budget: &str, temp: TempDir, key: String) -> Self {
+        let key_dir = KubeletDir::create(
+            &temp.path().join("credentials/gcp"),
+            &[("key.json", key.as_bytes())],
+        );
+        let config = format!(
+            "registries:\n- name: gcp\n  preset: gcp\n  secretName: {SECRET}\n  credentials:\n    gcpJsonKey: {{file: {}/key.json}}\nprovisioning: {{budget: {budget}}}\n",
+            key_dir.path().display()
+        );
+        let metrics = Arc::new(Metrics::new());
+        let provisioner = KubePullSecrets::start(api.client(), metrics.clone(), test_options());
+        let server = TestServer::start_with(TestOptions {
+            metrics: Some(metrics),
+            ..TestOptions::new(&config, Arc::new(provisioner.clone()))
+        })
+        .await;
+        // The provisioner watches the managed Secret name from the start.
+        assert!(
+            api.wait_for(CONVERGE, |a| a.active_watches() >= 1).await,
+            "no watch opened"
+        );
+        Self {
+            api,
+            server,
+            provisioner,
+            key_dir,
+            key,
+            _temp: temp,
+        }
+    }
+
+    async fn admit(&self, namespace: &str, dry_run: bool) -> serde_json::Value {
+        let mut conn = self.server.client.connect().await.expect("connect");
+        let reply = conn.review(pod_review(namespace, dry_run)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let response = reply.json();
+        assert_eq!(response["response"]["allowed"], true, "{response}");
+        response
+    }
+
+    fn secret(&self, namespace: &str) -> Option<Secret> {
+        self.api.secret(namespace, SECRET)
+    }
+
+    async fn secret_appears(&self, namespace: &str) -> bool {
+        self.api
+            .wait_for(CONVERGE, |a| a.secret(namespace, SECRET).is_some())
+            .await
+    }
+
+    /// API calls other than the provisioner's cluster-wide list/watch.
+    fn point_calls(&self) -> usize {
+        ["get", "create", "patch", "update", "delete"]
+            .iter()
+            .map(|v| self.api.count(v))
+            .sum()
+    }
+
+    fn assert_no_rbac_violation(&self) {
+        let violations = self.api.rbac_violations();
+        assert!(
+            violations.is_empty(),
+            "requests outside the RBAC rules: {violations:#?}"
+        );
+        for request in self.api.requests() {
+            assert!(
+                ["get", "create", "patch", "list", "watch"].contains(&request.verb.as_str()),
+                "unexpected verb {} on {}",
+                request.verb,
+                request.path
+            );
+        }
+    }
+}
+
+fn pod_review(namespace: &str, dry_run: bool) -> Vec<u8> {
+    let uid = format!("uid-{namespace}-{}", rand_suffix());
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "dryRun": dry_run,
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"generateName": "api-", "namespace": namespace},
+                "spec": {"containers": [{"name": "api", "image": "europe-west1-docker.pkg.dev/acme-prod/apps/api:1.8.0"}]}
+            }
+        }
+    }))
+    .expect("json")
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn warnings(response: &serde_json::Value) -> Vec<String> {
+    response["response"]["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn injects_reference(response: &serde_json::Value) -> bool {
+    support::decoded_patch(response).is_some_and(|patch| {
+        serde_json::to_string(&patch)
+            .unwrap_or_default()
+            .contains(SECRET)
+    })
+}
+
+fn docker_config(secret: &Secret) -> serde_json::Value {
+    let bytes = &secret.data.as_ref().expect("data")[".dockerconfigjson"].0;
+    serde_json::from_slice(bytes).expect("dockerconfigjson is JSON")
+}
+
+#[tokio::test]
+async fn first_pod_creates_the_secret_before_the_answer() {
+    let h = Harness::start("2s").await;
+    let response = h.admit("team-a", false).await;
+    assert!(injects_reference(&response));
+    assert!(
+        !warnings(&response).iter().any(|w| w.contains("not ready")),
+        "{:?}",
+        warnings(&response)
+    );
+    // Created before the webhook answered: no waiting here.
+    let secret = h
+        .secret("team-a")
+        .expect("Secret exists when the answer arrives");
+    assert_eq!(
+        secret.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    let labels = secret.metadata.labels.clone().expect("labels");
+    assert_eq!(
+        labels["app.kubernetes.io/managed-by"],
+        "pullsecret-injector"
+    );
+    assert_eq!(labels["pullsecret-injector.io/registry"], "gcp");
+    let hash = &secret.metadata.annotations.as_ref().expect("annotations")["pullsecret-injector.io/content-hash"];
+    assert!(hash.starts_with("sha256:") && hash.len() == 71, "{hash}");
+    assert_eq!(h.api.count("create"), 1);
+    h.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn json_key_is_written_byte_exact_as_kubectl_would() {
+    let h = Harness::start("2s").await;
+    h.admit("team-a", false).await;
+    let config = docker_config(&h.secret("team-a").expect("Secret"));
+    // kubectl create secret docker-registry gcr-pull --docker-server=HOST \
+    //   --docker-username=_json_key --docker-password="$(cat key.json)"
+    let password = h.key.trim_end_matches('\n');
+    let kubectl_entry = json!({
+        "username": "_json_key",
+        "password": password,
+        "auth": base64::engine::general_purpose::STANDARD.encode(format!("_json_key:{password}")),
+    });
+    let auths = config["auths"].as_object().expect("auths");
+    let hosts: Vec<&str> = auths.keys().map(String::as_str).collect();
+    assert_eq!(
+        hosts,
+        [
+            "*-docker.pkg.dev",
+            "*.gcr.io",
+            "docker.*.rep.pkg.dev",
+            "gcr.io"
+        ]
+    );
+    for (host, entry) in auths {
+        assert_eq!(entry, &kubectl_entry, "{host}");
+    }
+    // The private key's \n escapes reach the registry as they are in the file.
+    let written = auths["gcr.io"]["password"].as_str().expect("password");
+    assert_eq!(written.as_bytes(), password.as_bytes());
+    assert!(written.contains("\\n"), "escaped newlines survive");
+    h.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn second_pod_in_a_served_namespace_makes_no_api_call() {
+    let h = Harness::start("2s").await;
+    h.admit("team-a", false).await;
+    h.api.reset_log();
+    for _ in 0..20 {
+        let response = h.admit("team-a", false).await;
+        assert!(injects_reference(&response));
+    }
+    assert_eq!(h.point_calls(), 0, "{:#?}", h.api.requests());
+    assert!(h.provisioner.is_known_good("team-a", SECRET));
+    h.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn dry_run_gets_the_patch_and_writes_nothing() {
+    let h = Harness::start("2s").await;
+    h.api.reset_log();
+    let response = h.admit("team-dry", true).await;
+    assert!(injects_reference(&response));
+    assert_eq!(h.point_calls(), 0, "{:#?}", h.api.requests());
+    assert!(h.secret("team-dry").is_none());
+    h.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn foreign_secret_is_untouched_and_still_referenced() {
+    let h = Harness::start("2s").await;
+    let mut foreign = Secret::default();
+    foreign.metadata.name = Some(SECRET.into());
+    foreign.metadata.namespace = Some("team-own".into());
+    foreign.type_ = Some("kubernetes.io/dockerconfigjson".into());
+    foreign.data = Some(
+        [(
+            ".dockerconfigjson".to_owned(),
+            k8s_openapi::ByteString(br#"{"auths":{"gcr.io":{"auth":"dXNlcjpwYXNz"}}}"#.to_vec()),
+        )]
+        .into(),
+    );
+    let before = h.api.put_secret(foreign);
+
+    let first = h.admit("team-own", false).await;
+    assert!(injects_reference(&first), "the user's Secret is referenced");
+    assert!(
+        warnings(&first)
+            .iter()
+            .any(|w| w.contains("not managed by pullsecret-injector")),
+        "{:?}",
+        warnings(&first)
+    );
+    let second = h.admit("team-own", false).await;
+    assert!(injects_reference(&second));
+    assert!(
+        !warnings(&second).iter().any(|w| w.contains("not managed")),
+        "warned once: {:?}",
+        warnings(&second)
+    );
+
+    let after = h.secret("team-own").expect("still there");
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "untouched"
+    );
+    assert_eq!(after.data, before.data);
+    assert_eq!(h.api.writes(), 0);
+    h.assert_no_rbac_violation();
+}
+
+/// A fault scenario: the API misbehaves beyond the 300 ms budget, the Pod is admitted with the
+/// reference and a warning, and the background retry makes the Secret exist.
+struct FaultScenario {
+    name: &'static str,
+    namespace: &'static str,
+    fault: Fault,
+}
+
+#[tokio::test]
+async fn api_faults_admit_with_a_warning_and_the_retry_converges() {
+    let h = Harness::start("300ms").await;
+    let scenarios = [
+        FaultScenario {
+            name: "500 on create",
+            namespace: "fault-500",
+            fault: Fault::status(500)
+                .on_verb("create")
+                .in_namespace("fault-500")
+                .times(6),
+        },
+        FaultScenario {
+            name: "409 on every create attempt",
+            namespace: "fault-409",
+            fault: Fault::status(409)
+                .on_verb("create")
+                .in_namespace("fault-409")
+                .times(12),
+        },
+        FaultScenario {
+            name: "403 forbidden",
+            namespace: "fault-403",
+            fault: Fault::status(403)
+                .on_verb("get")
+                .in_namespace("fault-403")
+                .times(6),
+        },
+        FaultScenario {
+            name: "API slower than the budget",
+            namespace: "fault-slow",
+            fault: Fault::delay(Duration::from_secs(2))
+                .on_verb("get")
+                .in_namespace("fault-slow")
+                .times(1),
+        },
+    ];
+    for scenario in scenarios {
+        h.api.inject(scenario.fault);
+        // Not a speed check: the slow scenario holds the API 5 s, so an answer before 4 s shows
+        // the webhook did not wait for it.
+        let started = std::time::Instant::now();
+        let response = h.admit(scenario.namespace, false).await;
+        assert!(
+            injects_reference(&response),
+            "{}: the Pod still gets the reference",
+            scenario.name
+        );
+        assert!(
+            warnings(&response)
+                .iter()
+                .any(|w| w.contains("is not ready yet")),
+            "{}: {:?}",
+            scenario.name,
+            warnings(&response)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{}: answered within the budget, took {:?}",
+            scenario.name,
+            started.elapsed()
+        );
+        assert!(
+            h.secret_appears(scenario.namespace).await,
+            "{}: background retry never converged",
+            scenario.name
+        );
+    }
+    let metrics = h.server.metrics().await;
+    assert!(
+        metrics.contains("pullsecret_injector_provisioning_pending_total{registry=\"gcp\"} 4"),
+        "{metrics}"
+    );
+    h.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn api_down_then_back_converges() {
+    let h = Harness::start("300ms").await;
+    h.api.set_down(true);
+    let response = h.admit("team-outage", false).await;
+    assert!(injects_reference(&response));
+    assert!(
+        warnings(&response)
+            .iter()
+            .any(|w| w.contains("is not ready yet")),
+        "{:?}",
+        warnings(&response)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.api.set_down(false);
+    assert!(
+        h.secret_appears("team-outage").await,
+        "no Secret after the API came back"
+    );
+    h.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_pods_in_a_new_namespace_cause_one_write() {
+    let h = Harness::start("5s").await;
+    h.api.reset_log();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let client = support::TlsClient::new(h.server.app.local_addr(), h.server.ca.cert_pem());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = client.connect().await.expect("connect");
+            conn.review(pod_review("team-burst", false)).await.json()
+        }));
+    }
+    for task in tasks {
+        let response = task.await.expect("task");
+        assert!(injects_reference(&response));
+        assert!(
+            !warnings(&response).iter().any(|w| w.contains("not ready")),
+            "{:?}",
+            warnings(&response)
+        );
+    }
+    assert_eq!(h.api.writes(), 1, "{:#?}", h.api.requests());
+    assert_eq!(h.api.count("create"), 1);
+    h.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn two_injector_replicas_racing_end_with_one_secret_and_no_error() {
+    let a = Harness::start("5s").await;
+    let b = Harness::start_with_key(
+        a.api.clone(),
+        "5s",
+        tempfile::tempdir().expect("tempdir"),
+        a.key.clone(),
+    )
+    .await;
+    for round in 0..5 {
+        let namespace = format!("race-{round}");
+        let (ra, rb) = tokio::join!(a.admit(&namespace, false), b.admit(&namespace, false));
+        for response in [ra, rb] {
+            assert!(injects_reference(&response));
+            assert!(
+                !warnings(&response)
+                    .iter()
+                    .any(|w| w.contains("not ready") || w.contains("not managed")),
+                "{:?}",
+                warnings(&response)
+            );
+        }
+        let secrets: Vec<Secret> = a
+            .api
+            .secrets_named(SECRET)
+            .into_iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(&namespace))
+            .collect();
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(
+            docker_config(&secrets[0])["auths"]["gcr.io"]["username"],
+            "_json_key"
+        );
+    }
+    let created = a
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "create" && r.status == 201)
+        .count();
+    assert_eq!(created, 5, "one successful create per namespace");
+    a.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn key_rotation_updates_every_namespace_in_place() {
+    let mut h = Harness::start("2s").await;
+    let namespaces = ["rot-a", "rot-b", "rot-c"];
+    for ns in namespaces {
+        h.admit(ns, false).await;
+    }
+    let before: Vec<Secret> = namespaces
+        .iter()
+        .map(|ns| h.secret(ns).expect("Secret"))
+        .collect();
+
+    let new_key = service_account_key("k2");
+    h.key_dir.update(&[("key.json", new_key.as_bytes())]);
+    let expected_password = new_key.trim_end_matches('\n').to_owned();
+    let rotated = h
+        .api
+        .wait_for(CONVERGE, |api| {
+            namespaces.iter().all(|ns| {
+                api.secret(ns, SECRET).is_some_and(|s| {
+                    docker_config(&s)["auths"]["gcr.io"]["password"] == expected_password.as_str()
+                })
+            })
+        })
+        .await;
+    assert!(rotated, "not every namespace got the new key");
+    for (ns, old) in namespaces.iter().zip(&before) {
+        let new = h.secret(ns).expect("Secret");
+        assert_eq!(
+            new.metadata.uid, old.metadata.uid,
+            "{ns}: updated in place, not recreated"
+        );
+        assert_ne!(
+            new.metadata.annotations, old.metadata.annotations,
+            "{ns}: hash annotation follows the content"
+        );
+    }
+    assert_eq!(h.api.count("delete"), 0);
+    // Steady state again: a Pod in a rotated namespace costs nothing.
+    h.api.reset_log();
+    h.admit("rot-a", false).await;
+    assert_eq!(h.point_calls(), 0);
+    h.key = new_key;
+    h.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn invalid_new_key_is_refused_and_the_old_one_stays() {
+    let mut h = Harness::start("2s").await;
+    h.admit("team-a", false).await;
+    let before = h.secret("team-a").expect("Secret");
+    h.key_dir
+        .update(&[("key.json", b"{\"type\": \"authorized_user\"}")]);
+    let refused = support::eventually(CONVERGE, || async {
+        h.server.metrics().await.contains(
+            "pullsecret_injector_credential_reloads_total{registry=\"gcp\",result=\"failure\"} 1",
+        )
+    })
+    .await;
+    assert!(refused, "{}", h.server.metrics().await);
+    let response = h.admit("team-b", false).await;
+    assert!(
+        !warnings(&response).iter().any(|w| w.contains("not ready")),
+        "{:?}",
+        warnings(&response)
+    );
+    assert_eq!(h.secret("team-a").expect("Secret").data, before.data);
+    assert_eq!(
+        h.secret("team-b").expect("Secret").data,
+        before.data,
+        "new namespaces get the last good key"
+    );
+    h.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn deleted_managed_secret_comes_back() {
+    let h = Harness::start("2s").await;
+    h.admit("team-a", false).await;
+    assert!(h.api.delete_secret("team-a", SECRET));
+    assert!(
+        h.secret_appears("team-a").await,
+        "deleted managed Secret was not recreated"
+    );
+    let restored = h.secret("team-a").expect("Secret");
+    assert_eq!(
+        docker_config(&restored)["auths"]["gcr.io"]["username"],
+        "_json_key"
+    );
+    h.assert_no_rbac_violation();
+}
+
+#[tokio::test]
+async fn registry_without_credentials_only_injects_the_reference() {
+    let api = FakeApi::start(&[SECRET]).await;
+    let provisioner =
+        KubePullSecrets::start(api.client(), Arc::new(Metrics::new()), test_options());
+    let server =
+        TestServer::start_with(TestOptions::new(support::GCP_CONFIG, Arc::new(provisioner))).await;
+    let mut conn = server.client.connect().await.expect("connect");
+    let response = conn.review(pod_review("team-a", false)).await.json();
+    assert!(injects_reference(&response));
+    assert!(
+        api.requests()
+            .iter()
+            .all(|r| r.verb == "list" || r.verb == "watch"),
+        "{:#?}",
+        api.requests()
+    );
+    assert_eq!(api.writes(), 0);
+}
