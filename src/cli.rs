@@ -27,6 +27,24 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Write a development CA and serving certificate (ca.crt, tls.crt, tls.key).
     DevCerts(DevCertsArgs),
+    /// Render k3s's /etc/rancher/k3s/registries.yaml from the config and its credential sources.
+    K3sRegistries(K3sRegistriesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct K3sRegistriesArgs {
+    #[arg(long, env = "PULLSECRET_INJECTOR_CONFIG")]
+    pub config: PathBuf,
+    /// A concrete registry host for a wildcard pattern (k3s matches exact hosts), e.g.
+    /// europe-west1-docker.pkg.dev. Repeatable.
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// A mirror: REGISTRY=ENDPOINT, e.g. docker.io=https://mirror.example.com. Repeatable.
+    #[arg(long = "mirror")]
+    pub mirrors: Vec<String>,
+    /// Write here (mode 0600) instead of standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

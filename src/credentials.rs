@@ -138,6 +138,12 @@ pub fn render_gcp_key(
     path: &Path,
     bytes: &[u8],
 ) -> Result<DockerConfig, CredentialError> {
+    let key = gcp_key_text(path, bytes)?;
+    Ok(render_basic(hosts, GCP_JSON_KEY_USER, key))
+}
+
+/// The key file's text as the password (`$(cat key.json)`), once it is known to be a service-account key.
+fn gcp_key_text<'b>(path: &Path, bytes: &'b [u8]) -> Result<&'b str, CredentialError> {
     let invalid = |problem: &str| CredentialError::InvalidGcpKey {
         path: path.to_owned(),
         problem: problem.to_owned(),
@@ -168,7 +174,7 @@ pub fn render_gcp_key(
         Some(_) => return Err(invalid("`private_key` is not a PEM private key")),
         None => return Err(invalid("`private_key` is missing")),
     }
-    Ok(render_basic(hosts, GCP_JSON_KEY_USER, text))
+    Ok(text)
 }
 
 pub fn render_basic_auth(
@@ -178,6 +184,16 @@ pub fn render_basic_auth(
     password_path: &Path,
     password: &[u8],
 ) -> Result<DockerConfig, CredentialError> {
+    let (username, password) = basic_auth_text(username_path, username, password_path, password)?;
+    Ok(render_basic(hosts, username, password))
+}
+
+fn basic_auth_text<'b>(
+    username_path: &Path,
+    username: &'b [u8],
+    password_path: &Path,
+    password: &'b [u8],
+) -> Result<(&'b str, &'b str), CredentialError> {
     let invalid = |path: &Path, problem: &str| CredentialError::InvalidBasicAuth {
         path: path.to_owned(),
         problem: problem.to_owned(),
@@ -198,7 +214,7 @@ pub fn render_basic_auth(
     if password.is_empty() {
         return Err(invalid(password_path, "the password is empty"));
     }
-    Ok(render_basic(hosts, username, password))
+    Ok((username, password))
 }
 
 /// An existing `.dockerconfigjson`, replicated as is once it is known to be one.
@@ -223,8 +239,27 @@ pub fn render_docker_config(path: &Path, bytes: &[u8]) -> Result<DockerConfig, C
     }
 }
 
-/// Reads a registry entry's source files and renders them. `None` when the entry has no source.
-pub fn load(registry: &Registry) -> Option<Result<DockerConfig, CredentialError>> {
+/// What a credential source yields: one login for all the entry's hosts, or a whole docker config.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Login {
+    Basic { username: String, password: String },
+    DockerConfig(DockerConfig),
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .finish_non_exhaustive(),
+            Self::DockerConfig(config) => f.debug_tuple("DockerConfig").field(config).finish(),
+        }
+    }
+}
+
+/// Reads a registry entry's source files. `None` when the entry has no source.
+pub fn read_login(registry: &Registry) -> Option<Result<Login, CredentialError>> {
     let source = registry.credentials.as_ref()?;
     let read = |path: &Path| {
         std::fs::read(path).map_err(|e| CredentialError::Read {
@@ -233,21 +268,40 @@ pub fn load(registry: &Registry) -> Option<Result<DockerConfig, CredentialError>
         })
     };
     Some(match source {
-        CredentialSource::GcpJsonKey(source) => read(&source.file)
-            .and_then(|bytes| render_gcp_key(&registry.hosts, &source.file, &bytes)),
+        CredentialSource::GcpJsonKey(source) => read(&source.file).and_then(|bytes| {
+            let key = gcp_key_text(&source.file, &bytes)?;
+            Ok(Login::Basic {
+                username: GCP_JSON_KEY_USER.to_owned(),
+                password: key.to_owned(),
+            })
+        }),
         CredentialSource::BasicAuth(source) => read(&source.username_file).and_then(|username| {
             let password = read(&source.password_file)?;
-            render_basic_auth(
-                &registry.hosts,
+            let (username, password) = basic_auth_text(
                 &source.username_file,
                 &username,
                 &source.password_file,
                 &password,
-            )
+            )?;
+            Ok(Login::Basic {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            })
         }),
-        CredentialSource::DockerConfigJson(source) => {
-            read(&source.file).and_then(|bytes| render_docker_config(&source.file, &bytes))
-        }
+        CredentialSource::DockerConfigJson(source) => read(&source.file)
+            .and_then(|bytes| render_docker_config(&source.file, &bytes).map(Login::DockerConfig)),
+    })
+}
+
+/// Reads a registry entry's source files and renders them. `None` when the entry has no source.
+pub fn load(registry: &Registry) -> Option<Result<DockerConfig, CredentialError>> {
+    read_login(registry).map(|login| {
+        login.map(|login| match login {
+            Login::Basic { username, password } => {
+                render_basic(&registry.hosts, &username, &password)
+            }
+            Login::DockerConfig(config) => config,
+        })
     })
 }
 

@@ -5,14 +5,15 @@ use std::sync::Arc;
 use clap::Parser;
 use pullsecret_injector::app::{App, ServeOptions};
 use pullsecret_injector::cli::{
-    CheckConfigArgs, Cli, Command, DevCertsArgs, LogFormat, MutateArgs, MutateOutput, ServeArgs,
+    CheckConfigArgs, Cli, Command, DevCertsArgs, K3sRegistriesArgs, LogFormat, MutateArgs,
+    MutateOutput, ServeArgs,
 };
 use pullsecret_injector::config::Config;
 use pullsecret_injector::metrics::Metrics;
 use pullsecret_injector::provisioner::{KubePullSecrets, ProvisionerOptions};
 use pullsecret_injector::pull_secret::{PullSecrets, ReferenceOnly};
 use pullsecret_injector::server::ServerOptions;
-use pullsecret_injector::{devcerts, preview};
+use pullsecret_injector::{devcerts, k3s, preview};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
             Command::Mutate(args) => mutate(args).await,
             Command::CheckConfig(args) => check_config(args),
             Command::DevCerts(args) => dev_certs(args),
+            Command::K3sRegistries(args) => k3s_registries(args),
         }
     });
     match result {
@@ -208,4 +210,34 @@ fn dev_certs(args: DevCertsArgs) -> Result<(), String> {
         names.join(", ")
     );
     Ok(())
+}
+
+fn k3s_registries(args: K3sRegistriesArgs) -> Result<(), String> {
+    let config = Config::from_file(&args.config).map_err(|e| e.to_string())?;
+    let registries = k3s::build(&config, &args.hosts, &args.mirrors).map_err(|e| e.to_string())?;
+    for skipped in &registries.skipped {
+        eprintln!(
+            "note: {skipped} is a wildcard pattern; k3s needs exact hosts: add them with --host"
+        );
+    }
+    let text = k3s::render(&registries, &args.config.display().to_string());
+    match args.output {
+        None => print!("{text}"),
+        Some(path) => write_private(&path, &text)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+    }
+    Ok(())
+}
+
+/// Credentials on disk: readable by the owner only, from the moment the file exists.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
 }

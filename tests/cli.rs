@@ -220,3 +220,114 @@ fn serve_reads_flags_from_the_environment_and_stops_cleanly_on_sigterm() {
         serde_json::from_str(logs.lines().last().expect("a log line")).expect("JSON logs");
     assert_eq!(last["message"], "stopped", "{logs}");
 }
+
+#[test]
+fn k3s_registries_renders_a_registries_yaml_whose_passwords_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let private_key = rcgen::KeyPair::generate().expect("key").serialize_pem();
+    let key = serde_json::to_string_pretty(&serde_json::json!({
+        "type": "service_account",
+        "private_key": private_key,
+        "client_email": "puller@acme.iam.gserviceaccount.com",
+    }))
+    .expect("json")
+        + "\n";
+    std::fs::write(dir.path().join("key.json"), &key).expect("key");
+    std::fs::write(dir.path().join("username"), "ci\n").expect("user");
+    std::fs::write(
+        dir.path().join("password"),
+        "p@ss: \"word\" # not a comment\n",
+    )
+    .expect("pass");
+    let config = dir.path().join("config.yaml");
+    let d = dir.path().display();
+    std::fs::write(
+        &config,
+        format!(
+            "registries:\n\
+             - {{name: gcp, preset: gcp, secretName: gcr-pull, credentials: {{gcpJsonKey: {{file: {d}/key.json}}}}}}\n\
+             - {{name: lab, hosts: ['registry.lab:5000'], secretName: lab-pull, credentials: {{basicAuth: {{usernameFile: {d}/username, passwordFile: {d}/password}}}}}}\n"
+        ),
+    )
+    .expect("config");
+    let out = dir.path().join("registries.yaml");
+    let output = Command::new(BIN)
+        .args(["k3s-registries", "--config"])
+        .arg(&config)
+        .args([
+            "--host",
+            "europe-west1-docker.pkg.dev",
+            "--mirror",
+            "docker.io=https://mirror.lab",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("docker.*.rep.pkg.dev (gcp) is a wildcard pattern"),
+        "{stderr}"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&out).expect("read");
+    let parsed: serde_json::Value = serde_norway::from_str(&text).expect("registries.yaml is YAML");
+    let configs = parsed["configs"].as_object().expect("configs");
+    let hosts: Vec<&str> = configs.keys().map(String::as_str).collect();
+    assert_eq!(
+        hosts,
+        [
+            "asia.gcr.io",
+            "eu.gcr.io",
+            "europe-west1-docker.pkg.dev",
+            "gcr.io",
+            "marketplace.gcr.io",
+            "registry.lab:5000",
+            "us.gcr.io"
+        ]
+    );
+    for host in ["gcr.io", "eu.gcr.io", "europe-west1-docker.pkg.dev"] {
+        assert_eq!(configs[host]["auth"]["username"], "_json_key", "{host}");
+        // Byte-exact: what `--docker-password="$(cat key.json)"` would pass.
+        assert_eq!(
+            configs[host]["auth"]["password"]
+                .as_str()
+                .expect("password")
+                .as_bytes(),
+            key.trim_end_matches('\n').as_bytes(),
+            "{host}"
+        );
+    }
+    assert_eq!(
+        configs["registry.lab:5000"]["auth"]["password"],
+        "p@ss: \"word\" # not a comment"
+    );
+    assert_eq!(
+        parsed["mirrors"]["docker.io"]["endpoint"][0],
+        "https://mirror.lab"
+    );
+    // The key sits on one line: the file has as many lines as its structure needs.
+    assert!(
+        text.lines().all(|line| !line.starts_with("  \"type\"")),
+        "{text}"
+    );
+
+    let output = Command::new(BIN)
+        .args(["k3s-registries", "--config"])
+        .arg(&config)
+        .args(["--host", "quay.io"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("matches no registry entry"));
+}
