@@ -50,7 +50,10 @@ pub struct Registry {
 #[serde(rename_all = "camelCase")]
 pub enum CredentialSource {
     /// A GCP service-account key file as `gcloud iam service-accounts keys create` writes it.
-    GcpJsonKey(FileSource),
+    GcpJsonKey(GcpKeySource),
+    /// Keyless, on GKE with Workload Identity (or GCE): access tokens from the metadata server for the
+    /// injector's own service account.
+    GcpWorkloadIdentity(WorkloadIdentitySource),
     /// A username and a password, each in its own file (self-hosted registries, Harbor, ...).
     BasicAuth(BasicAuthSource),
     /// An existing `.dockerconfigjson`, replicated as is.
@@ -65,6 +68,37 @@ pub struct FileSource {
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GcpKeySource {
+    pub file: PathBuf,
+    #[serde(default)]
+    pub mode: GcpKeyMode,
+}
+
+/// What the pull Secrets carry for a GCP key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum GcpKeyMode {
+    /// Username `_json_key`, the key itself as the password: simple, never expires.
+    #[default]
+    JsonKey,
+    /// Username `oauth2accesstoken`, a one-hour access token minted from the key and refreshed; the key
+    /// stays in the injector's namespace.
+    AccessToken,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadIdentitySource {
+    /// The metadata server's service account to use; "default" is the one bound to the Pod.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Metadata server base URL; default `http://$GCE_METADATA_HOST` or `http://metadata.google.internal`.
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BasicAuthSource {
     pub username_file: PathBuf,
     pub password_file: PathBuf,
@@ -74,9 +108,9 @@ impl CredentialSource {
     /// Every file this source reads; watched for changes.
     pub fn files(&self) -> Vec<&Path> {
         match self {
-            Self::GcpJsonKey(source) | Self::DockerConfigJson(source) => {
-                vec![source.file.as_path()]
-            }
+            Self::GcpJsonKey(source) => vec![source.file.as_path()],
+            Self::DockerConfigJson(source) => vec![source.file.as_path()],
+            Self::GcpWorkloadIdentity(_) => Vec::new(),
             Self::BasicAuth(source) => vec![
                 source.username_file.as_path(),
                 source.password_file.as_path(),

@@ -290,6 +290,8 @@ pub fn read_login(registry: &Registry) -> Option<Result<Login, CredentialError>>
         }),
         CredentialSource::DockerConfigJson(source) => read(&source.file)
             .and_then(|bytes| render_docker_config(&source.file, &bytes).map(Login::DockerConfig)),
+        // Minted tokens, not files: the provisioner's token refresher handles these.
+        CredentialSource::GcpWorkloadIdentity(_) => return None,
     })
 }
 
