@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod decision;
 pub mod devcerts;
 pub mod duration;
+pub mod gcp_auth;
 pub mod k3s;
 pub mod metrics;
 pub mod preview;

@@ -22,6 +22,8 @@ pub struct Metrics {
     secret_writes: Family<Labels3, Counter>,
     provisioning_pending: Family<Labels, Counter>,
     credential_reloads: Family<Labels2, Counter>,
+    token_remaining: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    token_failures: Family<Labels, Counter>,
 }
 
 /// Result label of a reload attempt.
@@ -104,7 +106,21 @@ impl Metrics {
             "Credential source reads by registry entry and result; a failure keeps the previous credentials",
             credential_reloads.clone(),
         );
+        let token_remaining = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "access_token_remaining_seconds",
+            "Remaining lifetime of the access token the pull Secrets carry, by registry entry (alert well above 0)",
+            token_remaining.clone(),
+        );
+        let token_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "access_token_refresh_failures",
+            "Failed access token refreshes by registry entry; each is retried with backoff",
+            token_failures.clone(),
+        );
         Self {
+            token_remaining,
+            token_failures,
             secret_writes,
             provisioning_pending,
             credential_reloads,
@@ -162,6 +178,18 @@ impl Metrics {
 
     pub fn provisioning_pending(&self, registry: &str) {
         self.provisioning_pending
+            .get_or_create(&[("registry", registry.to_owned())])
+            .inc();
+    }
+
+    pub fn token_remaining(&self, registry: &str, seconds: f64) {
+        self.token_remaining
+            .get_or_create(&[("registry", registry.to_owned())])
+            .set(seconds);
+    }
+
+    pub fn token_refresh_failure(&self, registry: &str) {
+        self.token_failures
             .get_or_create(&[("registry", registry.to_owned())])
             .inc();
     }

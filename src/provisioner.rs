@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -29,8 +29,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Registry};
+use crate::config::{Config, CredentialSource, GcpKeyMode, Registry};
 use crate::credentials::{self, ContentHash, DockerConfig};
+use crate::gcp_auth::{self, HttpClient, ServiceAccountKey, TokenSource};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::pull_secret::{EnsureOutcome, EnsureRequest, PullSecrets};
 use crate::reload::{parent_dir, watch_dirs};
@@ -107,7 +108,16 @@ struct Inner {
     /// Rewrites waiting for the rate limiter, deduplicated.
     queued: Mutex<HashSet<FlightKey>>,
     queue: mpsc::UnboundedSender<FlightKey>,
+    /// Access-token refreshers by registry entry, with what they were started from.
+    tokens: Mutex<HashMap<String, TokenTask>>,
+    http: Result<HttpClient, String>,
     shutdown: CancellationToken,
+}
+
+struct TokenTask {
+    /// Identifies the source (key file content, or metadata server + account): a change restarts it.
+    fingerprint: ContentHash,
+    task: JoinHandle<()>,
 }
 
 /// The Kubernetes-backed [`PullSecrets`].
@@ -147,6 +157,8 @@ impl KubePullSecrets {
             flights: Mutex::new(HashMap::new()),
             queued: Mutex::new(HashSet::new()),
             queue,
+            tokens: Mutex::new(HashMap::new()),
+            http: HttpClient::new().map_err(|e| e.to_string()),
             shutdown: CancellationToken::new(),
         });
         tokio::spawn(supervise(inner.clone(), config_rx));
@@ -169,6 +181,11 @@ impl KubePullSecrets {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Ok(tokens) = self.tokens.lock() {
+            for token in tokens.values() {
+                token.task.abort();
+            }
+        }
     }
 }
 
@@ -229,6 +246,11 @@ impl Inner {
         let content = match self.content(&registry.name) {
             Ok(content) => content,
             Err(reason) => {
+                // No credentials yet (first token not fetched, source unreadable): nothing to wait
+                // for now, but a flight keeps trying, so the Secret appears once they load.
+                if !request.dry_run {
+                    drop(self.flight(secret, request.namespace));
+                }
                 self.metrics.provisioning_pending(&registry.name);
                 return EnsureOutcome::Pending { reason };
             }
@@ -431,14 +453,23 @@ impl Inner {
     }
 
     /// Re-reads every credential source; a changed one is rotated into every namespace that has it.
-    fn refresh_sources(&self, config: &Config) {
+    /// Token sources get a refresher task instead, which updates the content as tokens come.
+    fn refresh_sources(self: &Arc<Self>, config: &Config) {
         let mut changed = Vec::new();
+        let token_registries = self.refresh_token_tasks(config);
         {
             let Ok(mut sources) = self.sources.write() else {
                 return;
             };
             let mut fresh = HashMap::new();
             for registry in &config.registries {
+                if token_registries.contains(&registry.name) {
+                    let current = sources
+                        .remove(&registry.name)
+                        .unwrap_or_else(|| Err("no access token yet".to_owned()));
+                    fresh.insert(registry.name.clone(), current);
+                    continue;
+                }
                 let Some(loaded) = credentials::load(registry) else {
                     continue;
                 };
@@ -476,6 +507,117 @@ impl Inner {
         }
         for secret in changed {
             self.queue_stale(&secret);
+        }
+    }
+
+    /// Starts, restarts or stops access-token refreshers to match the config. Returns the registry
+    /// entries whose content comes from tokens.
+    fn refresh_token_tasks(self: &Arc<Self>, config: &Config) -> HashSet<String> {
+        let mut wanted = HashSet::new();
+        let Ok(mut tokens) = self.tokens.lock() else {
+            return wanted;
+        };
+        for registry in &config.registries {
+            let (token_source, fingerprint) = match token_source(registry) {
+                None => continue,
+                Some(Ok(source)) => source,
+                Some(Err(error)) => {
+                    wanted.insert(registry.name.clone());
+                    // A running refresher keeps its last good key; say why the new one is refused.
+                    self.metrics
+                        .credential_reload(&registry.name, ReloadResult::Failure);
+                    tracing::error!(registry = %registry.name, %error, "access token source refused");
+                    if !tokens.contains_key(&registry.name) {
+                        self.set_source(&registry.name, Err(error));
+                    }
+                    continue;
+                }
+            };
+            wanted.insert(registry.name.clone());
+            let running = tokens
+                .get(&registry.name)
+                .is_some_and(|t| t.fingerprint == fingerprint && !t.task.is_finished());
+            if running {
+                continue;
+            }
+            if let Some(old) = tokens.remove(&registry.name) {
+                old.task.abort();
+            }
+            let task = tokio::spawn(self.clone().refresh_tokens(registry.clone(), token_source));
+            tokens.insert(registry.name.clone(), TokenTask { fingerprint, task });
+        }
+        tokens.retain(|name, token| {
+            let keep = wanted.contains(name);
+            if !keep {
+                token.task.abort();
+            }
+            keep
+        });
+        wanted
+    }
+
+    fn set_source(&self, registry: &str, content: Result<Arc<DockerConfig>, String>) {
+        if let Ok(mut sources) = self.sources.write() {
+            sources.insert(registry.to_owned(), content);
+        }
+    }
+
+    /// Fetches access tokens for one registry entry for as long as it is configured: refreshes around
+    /// half-life, retries failures with backoff, and rewrites the managed Secrets with each new token.
+    async fn refresh_tokens(self: Arc<Self>, registry: Registry, source: TokenSource) {
+        let http = match &self.http {
+            Ok(http) => http,
+            Err(error) => {
+                let reason = format!("no HTTP client for token requests: {error}");
+                tracing::error!(registry = %registry.name, %reason);
+                self.set_source(&registry.name, Err(reason));
+                return;
+            }
+        };
+        let mut expires_at: Option<SystemTime> = None;
+        let mut delay = self.options.retry_initial;
+        loop {
+            let next = match source.fetch(http).await {
+                Ok(token) => {
+                    delay = self.options.retry_initial;
+                    let content = credentials::render_basic(
+                        &registry.hosts,
+                        gcp_auth::REGISTRY_USERNAME,
+                        token.secret(),
+                    );
+                    self.set_source(&registry.name, Ok(Arc::new(content)));
+                    self.metrics
+                        .credential_reload(&registry.name, ReloadResult::Success);
+                    tracing::info!(registry = %registry.name, expires_in = ?token.remaining(SystemTime::now()), "access token refreshed");
+                    expires_at = Some(token.expires_at());
+                    self.queue_stale(&registry.secret_name);
+                    token.refresh_at(token.issued_at(), gcp_auth::random_jitter())
+                }
+                Err(error) => {
+                    self.metrics.token_refresh_failure(&registry.name);
+                    let remaining = expires_at
+                        .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
+                    tracing::error!(registry = %registry.name, %error, current_token_expires_in = ?remaining, retry_in = ?delay, "access token refresh failed");
+                    let retry = SystemTime::now() + jitter(delay);
+                    delay = (delay * 2).min(self.options.retry_max);
+                    retry
+                }
+            };
+            // Sleep until the next refresh, keeping the remaining-lifetime gauge current meanwhile.
+            loop {
+                let now = SystemTime::now();
+                let remaining = expires_at.map_or(0.0, |at| {
+                    at.duration_since(now).unwrap_or_default().as_secs_f64()
+                });
+                self.metrics.token_remaining(&registry.name, remaining);
+                let Ok(wait) = next.duration_since(now) else {
+                    break;
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(wait.min(Duration::from_secs(15))) => {}
+                    () = self.shutdown.cancelled() => return,
+                }
+            }
         }
     }
 
@@ -671,6 +813,47 @@ async fn rewrite_worker(inner: Arc<Inner>, mut queue: mpsc::UnboundedReceiver<Fl
             queued.remove(&key);
         }
         drop(inner.flight(&key.0, &key.1));
+    }
+}
+
+/// The token source of a registry entry in an access-token mode, with a fingerprint of what it was
+/// built from; `None` for entries whose Secrets carry static credentials.
+fn token_source(registry: &Registry) -> Option<Result<(TokenSource, ContentHash), String>> {
+    match registry.credentials.as_ref()? {
+        CredentialSource::GcpJsonKey(source) if source.mode == GcpKeyMode::AccessToken => Some(
+            std::fs::read(&source.file)
+                .map_err(|e| format!("cannot read {}: {e}", source.file.display()))
+                .and_then(|bytes| {
+                    let key = ServiceAccountKey::parse(&bytes)
+                        .map_err(|e| format!("{}: {e}", source.file.display()))?;
+                    Ok((TokenSource::ServiceAccountKey(key), ContentHash::of(&bytes)))
+                }),
+        ),
+        CredentialSource::GcpWorkloadIdentity(source) => {
+            let (mut base_url, mut service_account) = match TokenSource::metadata_server_from_env()
+            {
+                TokenSource::MetadataServer {
+                    base_url,
+                    service_account,
+                } => (base_url, service_account),
+                TokenSource::ServiceAccountKey(_) => return None,
+            };
+            if let Some(url) = &source.metadata_url {
+                base_url.clone_from(url);
+            }
+            if let Some(account) = &source.service_account {
+                service_account.clone_from(account);
+            }
+            let fingerprint = ContentHash::of(format!("{base_url}\n{service_account}").as_bytes());
+            Some(Ok((
+                TokenSource::MetadataServer {
+                    base_url,
+                    service_account,
+                },
+                fingerprint,
+            )))
+        }
+        _ => None,
     }
 }
 

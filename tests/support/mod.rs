@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod gcp;
+pub mod load;
 pub mod tls_client;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# HTTPS load test of the release webhook against a no-op baseline, measured in the same run.
+#
+#   bash benches/load.sh                # from the repository root; ~2.5 min after the build
+#   SKIP_BUILD=1 bash benches/load.sh   # reuse target/release binaries
+#   OUT=target/load.json bash benches/load.sh   # also keep every phase's raw JSON
+#
+# What it does:
+#   1. cargo build --release --bin pullsecret-injector --examples
+#   2. dev certificates (pullsecret-injector dev-certs), a GCP service-account key made now (openssl), a
+#      config with a gcpJsonKey credential source (so the provisioner runs and talks to the API);
+#   3. starts examples/fake_api_server (the test suite's fake Kubernetes API, RBAC on, gcr-pull allowed)
+#      with a kubeconfig, the webhook (`serve`, KUBECONFIG pointing at the fake) and
+#      examples/noop_webhook (same TLS stack and certificate, answers a fixed "allowed" review);
+#   4. the first review provisions the Secret in team-a; warm-up provisions team-0..team-7;
+#   5. for the webhook and the baseline alternately, with examples/loadgen (HTTP/1.1 keep-alive over TLS):
+#        max throughput, 32 connections, 10 s      (pod-create-direct.json, namespace team-a)
+#        latency at 1,000 req/s, 16 connections, 20 s (same review)
+#        max throughput, 32 connections, 8 s       (mix: 4 Pod CREATE reviews x 8 namespaces)
+#        latency at 1,000 req/s, 16 connections, 8 s (same mix)
+#      sampling VmRSS of the server every 100 ms;
+#   6. prints the table: throughput ratio webhook/baseline, latency percentiles, RSS idle/peak, and the
+#      API calls the fake API saw during the steady-state phases (from its /_stats endpoint).
+# All processes started here are stopped on exit. Every load phase is bounded by its duration.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+MAX_SECONDS=${MAX_SECONDS:-10}
+RATE_SECONDS=${RATE_SECONDS:-20}
+MIX_SECONDS=${MIX_SECONDS:-8}
+RATE=${RATE:-1000}
+MAX_CONNECTIONS=${MAX_CONNECTIONS:-32}
+RATE_CONNECTIONS=${RATE_CONNECTIONS:-16}
+LOADGEN_THREADS=${LOADGEN_THREADS:-2}
+WEBHOOK_LOG=${WEBHOOK_LOG:-info}
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cargo build --release --bin pullsecret-injector --examples
+fi
+BIN=target/release/pullsecret-injector
+EX=target/release/examples
+for f in "$BIN" "$EX/loadgen" "$EX/noop_webhook" "$EX/fake_api_server"; do
+  [ -x "$f" ] || { echo "load.sh: $f is missing (build first)" >&2; exit 1; }
+done
+command -v openssl >/dev/null || { echo "load.sh: openssl is needed" >&2; exit 1; }
+command -v curl >/dev/null || { echo "load.sh: curl is needed" >&2; exit 1; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/psi-load.XXXXXX")
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  local port
+  for _ in $(seq 1 50); do
+    port=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  echo "load.sh: no free port found" >&2
+  return 1
+}
+
+# ---- inputs ---------------------------------------------------------------------------------------
+"$BIN" dev-certs --out "$TMP/certs" >/dev/null
+mkdir -p "$TMP/credentials" "$TMP/config"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/sa.pem" 2>/dev/null
+PRIVATE_KEY=$(awk '{printf "%s\\n", $0}' "$TMP/sa.pem")
+cat >"$TMP/credentials/key.json" <<EOF
+{
+  "type": "service_account",
+  "project_id": "acme-prod",
+  "private_key_id": "0123456789abcdef0123456789abcdef01234567",
+  "private_key": "$PRIVATE_KEY",
+  "client_email": "puller@acme-prod.iam.gserviceaccount.com",
+  "client_id": "104",
+  "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+  "token_uri": "https://oauth2.googleapis.com/token"
+}
+EOF
+cat >"$TMP/config/config.yaml" <<EOF
+registries:
+  - name: gcp
+    preset: gcp
+    secretName: gcr-pull
+    credentials:
+      gcpJsonKey: { file: $TMP/credentials/key.json }
+skipNamespaces: [kube-system, kube-node-lease]
+provisioning:
+  budget: 2s
+EOF
+FIX=tests/fixtures/admission-reviews
+DIRECT=$FIX/pod-create-direct.json
+MIX=(--body "$FIX/pod-create-direct.json" --body "$FIX/pod-create-from-deployment.json"
+     --body "$FIX/pod-create-existing-pull-secret.json" --body "$FIX/pod-create-dry-run.json"
+     --namespaces 8 --namespace-prefix team-)
+
+# ---- processes ------------------------------------------------------------------------------------
+"$EX/fake_api_server" --kubeconfig "$TMP/kubeconfig" gcr-pull >"$TMP/fake.log" 2>&1 &
+PIDS+=($!)
+FAKE_PID=$!
+for _ in $(seq 1 100); do grep -q '^STATS_URL=' "$TMP/fake.log" 2>/dev/null && break; sleep 0.1; done
+STATS_URL=$(sed -n 's/^STATS_URL=//p' "$TMP/fake.log")
+[ -n "$STATS_URL" ] || { echo "load.sh: fake API did not start:" >&2; cat "$TMP/fake.log" >&2; exit 1; }
+
+WEBHOOK_PORT=$(free_port)
+env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT KUBECONFIG="$TMP/kubeconfig" RUST_LOG="$WEBHOOK_LOG" \
+  "$BIN" serve --config "$TMP/config/config.yaml" --tls-dir "$TMP/certs" \
+  --listen "127.0.0.1:$WEBHOOK_PORT" >"$TMP/webhook.log" 2>&1 &
+PIDS+=($!)
+WEBHOOK_PID=$!
+
+NOOP_PORT=$(free_port)
+"$EX/noop_webhook" --tls-dir "$TMP/certs" --listen "127.0.0.1:$NOOP_PORT" >"$TMP/noop.log" 2>&1 &
+PIDS+=($!)
+NOOP_PID=$!
+
+wait_https() { # port path
+  for _ in $(seq 1 100); do
+    if curl -s -o /dev/null --cacert "$TMP/certs/ca.crt" "https://127.0.0.1:$1$2"; then return 0; fi
+    sleep 0.1
+  done
+  echo "load.sh: nothing answers on 127.0.0.1:$1" >&2
+  cat "$TMP/webhook.log" "$TMP/noop.log" >&2
+  return 1
+}
+wait_https "$WEBHOOK_PORT" /readyz
+wait_https "$NOOP_PORT" /
+sleep 1
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+stat_field() { curl -s "$STATS_URL" | jq -r "$1"; }
+
+WEBHOOK_RSS_START=$(rss_kib "$WEBHOOK_PID")
+NOOP_RSS_START=$(rss_kib "$NOOP_PID")
+
+loadgen() { # port out-file loadgen-args...
+  local port=$1 out=$2
+  shift 2
+  "$EX/loadgen" --target "127.0.0.1:$port" --ca "$TMP/certs/ca.crt" --threads "$LOADGEN_THREADS" --json "$@" >"$out"
+}
+
+# Runs a phase against one server while sampling its RSS; leaves the JSON in $TMP/<name>.json and the
+# peak sampled RSS (KiB) in $TMP/<name>.rss.
+phase() { # name pid port loadgen-args...
+  local name=$1 pid=$2 port=$3
+  shift 3
+  local peak=0 rss
+  loadgen "$port" "$TMP/$name.json" --label "$name" "$@" &
+  local lg=$!
+  while kill -0 "$lg" 2>/dev/null; do
+    rss=$(rss_kib "$pid")
+    [ "$rss" -gt "$peak" ] && peak=$rss
+    sleep 0.1
+  done
+  wait "$lg"
+  echo "$peak" >"$TMP/$name.rss"
+  jq -r '"  \(.label): \(.rps|floor) req/s, \(.requests) requests, errors \(.errors), non-200 \(.non_200), p50 \(.latency_us.p50) µs, p99 \(.latency_us.p99) µs, p99.9 \(.latency_us.p999) µs, max \(.latency_us.max) µs"' "$TMP/$name.json"
+}
+
+# ---- provisioning and warm-up ---------------------------------------------------------------------
+echo "first review in team-a (provisions the pull Secret):"
+loadgen "$WEBHOOK_PORT" "$TMP/first.json" --label first --max --requests 1 --connections 1 --duration 10s --body "$DIRECT"
+FIRST_US=$(jq '.latency_us.max' "$TMP/first.json")
+FIRST_CREATES=$(stat_field '.by_verb.create')
+echo "  answered in $FIRST_US µs; the fake API saw $(stat_field '.total') requests, $FIRST_CREATES create"
+
+echo "warm-up (also provisions team-0..team-7):"
+loadgen "$WEBHOOK_PORT" "$TMP/warm1.json" --max --duration 3s --connections "$MAX_CONNECTIONS" "${MIX[@]}"
+loadgen "$WEBHOOK_PORT" "$TMP/warm2.json" --max --duration 2s --connections "$MAX_CONNECTIONS" --body "$DIRECT"
+loadgen "$NOOP_PORT" "$TMP/warm3.json" --max --duration 2s --connections "$MAX_CONNECTIONS" --body "$DIRECT"
+sleep 1
+SECRETS_AFTER_WARMUP=$(stat_field '.secrets')
+WEBHOOK_RSS_IDLE=$(rss_kib "$WEBHOOK_PID")
+NOOP_RSS_IDLE=$(rss_kib "$NOOP_PID")
+STATS_BEFORE=$(curl -s "$STATS_URL")
+echo "  ${SECRETS_AFTER_WARMUP} pull Secrets exist; webhook RSS $(mib "$WEBHOOK_RSS_IDLE") MiB idle"
+
+# ---- steady state ---------------------------------------------------------------------------------
+echo "steady state:"
+phase webhook_max "$WEBHOOK_PID" "$WEBHOOK_PORT" --max --duration "${MAX_SECONDS}s" --connections "$MAX_CONNECTIONS" --body "$DIRECT"
+phase noop_max "$NOOP_PID" "$NOOP_PORT" --max --duration "${MAX_SECONDS}s" --connections "$MAX_CONNECTIONS" --body "$DIRECT"
+phase webhook_rate "$WEBHOOK_PID" "$WEBHOOK_PORT" --rate "$RATE" --duration "${RATE_SECONDS}s" --connections "$RATE_CONNECTIONS" --body "$DIRECT"
+phase noop_rate "$NOOP_PID" "$NOOP_PORT" --rate "$RATE" --duration "${RATE_SECONDS}s" --connections "$RATE_CONNECTIONS" --body "$DIRECT"
+phase webhook_mix_max "$WEBHOOK_PID" "$WEBHOOK_PORT" --max --duration "${MIX_SECONDS}s" --connections "$MAX_CONNECTIONS" "${MIX[@]}"
+phase noop_mix_max "$NOOP_PID" "$NOOP_PORT" --max --duration "${MIX_SECONDS}s" --connections "$MAX_CONNECTIONS" "${MIX[@]}"
+phase webhook_mix_rate "$WEBHOOK_PID" "$WEBHOOK_PORT" --rate "$RATE" --duration "${MIX_SECONDS}s" --connections "$RATE_CONNECTIONS" "${MIX[@]}"
+phase noop_mix_rate "$NOOP_PID" "$NOOP_PORT" --rate "$RATE" --duration "${MIX_SECONDS}s" --connections "$RATE_CONNECTIONS" "${MIX[@]}"
+STATS_AFTER=$(curl -s "$STATS_URL")
+sleep 1
+WEBHOOK_RSS_AFTER=$(rss_kib "$WEBHOOK_PID")
+WEBHOOK_HWM=$(hwm_kib "$WEBHOOK_PID")
+NOOP_HWM=$(hwm_kib "$NOOP_PID")
+
+# ---- report ---------------------------------------------------------------------------------------
+j() { jq -r "$2" "$TMP/$1.json"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+peak_of() { local m=0 v; for n in "$@"; do v=$(cat "$TMP/$n.rss"); [ "$v" -gt "$m" ] && m=$v; done; echo "$m"; }
+ms() { awk -v u="$1" 'BEGIN {printf "%.3f", u / 1000}'; }
+verdict() { if awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {exit !((op == "<=") ? (v <= t) : (v >= t))}'; then echo "met"; else echo "MISSED"; fi; }
+
+API_CALLS=$(jq -n --argjson a "$STATS_BEFORE" --argjson b "$STATS_AFTER" '$b.total - $a.total')
+API_PER_REQUEST=$(jq -n --argjson a "$STATS_BEFORE" --argjson b "$STATS_AFTER" '$b.per_request_calls - $a.per_request_calls')
+API_WRITES=$(jq -n --argjson a "$STATS_BEFORE" --argjson b "$STATS_AFTER" '$b.writes - $a.writes')
+STEADY_REQUESTS=0
+for n in webhook_max webhook_rate webhook_mix_max webhook_mix_rate; do
+  STEADY_REQUESTS=$((STEADY_REQUESTS + $(j "$n" .requests)))
+done
+ERRORS=0
+for n in webhook_max noop_max webhook_rate noop_rate webhook_mix_max noop_mix_max webhook_mix_rate noop_mix_rate; do
+  ERRORS=$((ERRORS + $(j "$n" .errors) + $(j "$n" .non_200) + $(j "$n" .not_allowed)))
+done
+
+W_PEAK=$(peak_of webhook_max webhook_rate webhook_mix_max webhook_mix_rate)
+N_PEAK=$(peak_of noop_max noop_rate noop_mix_max noop_mix_rate)
+R_MAX=$(ratio "$(j webhook_max .rps)" "$(j noop_max .rps)")
+R_MIX=$(ratio "$(j webhook_mix_max .rps)" "$(j noop_mix_max .rps)")
+W_P99=$(j webhook_rate .latency_us.p99)
+
+echo
+echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "review: $DIRECT (team-a, $(j webhook_max .body_bytes_first) bytes compact); mix: 4 Pod CREATE reviews x 8 namespaces"
+printf '\n%-44s %14s %14s %10s %s\n' "" "webhook" "baseline" "ratio" "target"
+printf '%-44s %14.0f %14.0f %10s %s\n' "max req/s, $MAX_CONNECTIONS conns (direct)" "$(j webhook_max .rps)" "$(j noop_max .rps)" "$R_MAX" "ratio >= 0.85: $(verdict "$R_MAX" '>=' 0.85)"
+printf '%-44s %14.0f %14.0f %10s\n' "max req/s, $MAX_CONNECTIONS conns (mix)" "$(j webhook_mix_max .rps)" "$(j noop_mix_max .rps)" "$R_MIX"
+for q in p50 p90 p99 p999 max; do
+  printf '%-44s %14s %14s %10s %s\n' "latency $q ms at $RATE req/s, $RATE_CONNECTIONS conns" \
+    "$(ms "$(j webhook_rate .latency_us.$q)")" "$(ms "$(j noop_rate .latency_us.$q)")" \
+    "$(ratio "$(j webhook_rate .latency_us.$q)" "$(j noop_rate .latency_us.$q)")" \
+    "$([ "$q" = p99 ] && echo "webhook p99 <= 1 ms: $(verdict "$W_P99" '<=' 1000)")"
+done
+for q in p50 p99 p999; do
+  printf '%-44s %14s %14s %10s\n' "latency $q ms at $RATE req/s (mix)" \
+    "$(ms "$(j webhook_mix_rate .latency_us.$q)")" "$(ms "$(j noop_mix_rate .latency_us.$q)")" \
+    "$(ratio "$(j webhook_mix_rate .latency_us.$q)" "$(j noop_mix_rate .latency_us.$q)")"
+done
+printf '%-44s %14s %14s %10s %s\n' "achieved req/s in the $RATE req/s phase" "$(j webhook_rate '.rps|floor')" "$(j noop_rate '.rps|floor')" "" ""
+printf '%-44s %14s %14s %10s %s\n' "RSS MiB at start (before any request)" "$(mib "$WEBHOOK_RSS_START")" "$(mib "$NOOP_RSS_START")" "" ""
+printf '%-44s %14s %14s %10s %s\n' "RSS MiB idle (after provisioning, warm-up)" "$(mib "$WEBHOOK_RSS_IDLE")" "$(mib "$NOOP_RSS_IDLE")" "" "webhook <= 16 MiB: $(verdict "$(mib "$WEBHOOK_RSS_IDLE")" '<=' 16)"
+printf '%-44s %14s %14s %10s %s\n' "RSS MiB peak sampled under load" "$(mib "$W_PEAK")" "$(mib "$N_PEAK")" "" "webhook <= 32 MiB: $(verdict "$(mib "$W_PEAK")" '<=' 32)"
+printf '%-44s %14s %14s %10s %s\n' "VmHWM MiB (peak since start)" "$(mib "$WEBHOOK_HWM")" "$(mib "$NOOP_HWM")" "" ""
+printf '%-44s %14s %14s %10s %s\n' "RSS MiB after the load phases" "$(mib "$WEBHOOK_RSS_AFTER")" "" "" ""
+printf '%-44s %14s %14s %10s %s\n' "API calls during steady state" "$API_CALLS" "" "" "target 0: $(verdict "$API_CALLS" '<=' 0)"
+echo
+echo "steady state: $STEADY_REQUESTS webhook reviews; fake API saw $API_CALLS requests ($API_PER_REQUEST outside list/watch, $API_WRITES writes)"
+echo "first review (provisioning team-a): $(ms "$FIRST_US") ms, $FIRST_CREATES create; pull Secrets after warm-up: $SECRETS_AFTER_WARMUP"
+echo "errors + non-200 + not-allowed answers over all phases: $ERRORS"
+echo "rbac violations seen by the fake API: $(stat_field '.rbac_violations')"
+for n in webhook_rate noop_rate webhook_mix_rate noop_mix_rate; do
+  echo "$n: due-while-busy $(j "$n" .queued), max timer lag $(j "$n" .schedule_lag_max_us) µs"
+done
+
+if [ -n "${OUT:-}" ]; then
+  {
+    echo '{'
+    for n in first webhook_max noop_max webhook_rate noop_rate webhook_mix_max noop_mix_max webhook_mix_rate noop_mix_rate; do
+      echo "\"$n\": $(cat "$TMP/$n.json"),"
+    done
+    echo "\"stats_before\": $STATS_BEFORE, \"stats_after\": $STATS_AFTER,"
+    echo "\"rss_kib\": {\"webhook_start\": $WEBHOOK_RSS_START, \"webhook_idle\": $WEBHOOK_RSS_IDLE, \"webhook_peak\": $W_PEAK, \"webhook_hwm\": $WEBHOOK_HWM, \"webhook_after\": $WEBHOOK_RSS_AFTER, \"noop_start\": $NOOP_RSS_START, \"noop_idle\": $NOOP_RSS_IDLE, \"noop_peak\": $N_PEAK, \"noop_hwm\": $NOOP_HWM}"
+    echo '}'
+  } | jq . >"$OUT"
+  echo "raw results: $OUT"
+fi

@@ -1,0 +1,309 @@
+//! Short-lived credentials end to end: the webhook mints access tokens (from a key, or from the metadata
+//! server), writes them into every managed Secret, refreshes them before they expire, and retries and
+//! reports a failing token endpoint. The endpoints run on loopback; the key is made at test time.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use k8s_openapi::api::core::v1::Secret;
+use pullsecret_injector::metrics::Metrics;
+use pullsecret_injector::provisioner::{KubePullSecrets, ProvisionerOptions};
+use serde_json::json;
+use support::fake_api::FakeApi;
+use support::gcp::{Canned, key_json, keys, metadata_server, token_endpoint};
+use support::{KubeletDir, TestOptions, TestServer};
+
+const SECRET: &str = "gcr-pull";
+const CONVERGE: Duration = Duration::from_secs(15);
+
+struct Harness {
+    api: FakeApi,
+    server: TestServer,
+    _provisioner: KubePullSecrets,
+    _temp: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(credentials: &str, key_json: Option<&str>) -> Self {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let key_dir = KubeletDir::create(
+            &temp.path().join("credentials/gcp"),
+            &[("key.json", key_json.unwrap_or("{}").as_bytes())],
+        );
+        let credentials = credentials.replace(
+            "KEY_FILE",
+            &format!("{}/key.json", key_dir.path().display()),
+        );
+        let config = format!(
+            "registries:\n- name: gcp\n  preset: gcp\n  secretName: {SECRET}\n  credentials: {credentials}\nprovisioning: {{budget: 1s}}\n"
+        );
+        let api = FakeApi::start(&[SECRET]).await;
+        let metrics = Arc::new(Metrics::new());
+        let options = ProvisionerOptions {
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_millis(400),
+            max_writes_per_second: 200,
+            foreign_recheck: Duration::from_secs(3600),
+            reload_poll: Duration::from_secs(3600),
+        };
+        let provisioner = KubePullSecrets::start(api.client(), metrics.clone(), options);
+        let server = TestServer::start_with(TestOptions {
+            metrics: Some(metrics),
+            ..TestOptions::new(&config, Arc::new(provisioner.clone()))
+        })
+        .await;
+        Self {
+            api,
+            server,
+            _provisioner: provisioner,
+            _temp: temp,
+        }
+    }
+
+    async fn admit(&self, namespace: &str) -> serde_json::Value {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": format!("uid-{namespace}"),
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": namespace,
+                "operation": "CREATE",
+                "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "eu.gcr.io/acme/app:1"}]}}
+            }
+        });
+        let mut conn = self.server.client.connect().await.expect("connect");
+        let reply = conn
+            .review(serde_json::to_vec(&review).expect("json"))
+            .await;
+        assert_eq!(reply.status, 200);
+        reply.json()
+    }
+
+    fn login(&self, namespace: &str) -> Option<(String, String)> {
+        let secret: Secret = self.api.secret(namespace, SECRET)?;
+        let bytes = &secret.data.as_ref()?.get(".dockerconfigjson")?.0;
+        let config: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let entry = &config["auths"]["eu.gcr.io"];
+        let entry = if entry.is_null() {
+            &config["auths"]["*.gcr.io"]
+        } else {
+            entry
+        };
+        Some((
+            entry["username"].as_str()?.to_owned(),
+            entry["password"].as_str()?.to_owned(),
+        ))
+    }
+
+    async fn login_becomes(&self, namespace: &str, check: impl Fn(&str, &str) -> bool) -> bool {
+        self.api
+            .wait_for(CONVERGE, |_| {
+                self.login(namespace).is_some_and(|(u, p)| check(&u, &p))
+            })
+            .await
+    }
+}
+
+fn token_number(password: &str) -> Option<u64> {
+    password.rsplit('-').next()?.parse().ok()
+}
+
+fn warnings(response: &serde_json::Value) -> String {
+    response["response"]["warnings"].to_string()
+}
+
+#[tokio::test]
+async fn access_tokens_are_written_and_refreshed_before_expiry_in_every_namespace() {
+    // 8 s tokens are refreshed at about a quarter of their life (see AccessToken::refresh_at).
+    let (endpoint, token_uri) = token_endpoint(0, 8).await;
+    let key = key_json(&keys()[0].private_pem, Some(&token_uri));
+    let h = Harness::start(
+        "{gcpJsonKey: {file: KEY_FILE, mode: accessToken}}",
+        Some(&key),
+    )
+    .await;
+
+    let namespaces = ["tok-a", "tok-b"];
+    for ns in namespaces {
+        let response = h.admit(ns).await;
+        assert!(
+            !warnings(&response).contains("not ready"),
+            "{}",
+            warnings(&response)
+        );
+        let (username, password) = h.login(ns).expect("Secret with a login");
+        assert_eq!(username, "oauth2accesstoken");
+        assert!(
+            password.starts_with("ya29.test-token-"),
+            "the password is a token, not the key"
+        );
+    }
+    let first = token_number(&h.login("tok-a").expect("login").1).expect("numbered token");
+    let first_written = Instant::now();
+    let uids: Vec<_> = namespaces
+        .iter()
+        .map(|ns| h.api.secret(ns, SECRET).expect("Secret").metadata.uid)
+        .collect();
+
+    for ns in namespaces {
+        assert!(
+            h.login_becomes(ns, |_, p| token_number(p).is_some_and(|n| n > first))
+                .await,
+            "{ns}: the token was never refreshed"
+        );
+    }
+    // The token lives 8 s; its replacement must land well before that.
+    assert!(
+        first_written.elapsed() < Duration::from_secs(8),
+        "refreshed after expiry: {:?}",
+        first_written.elapsed()
+    );
+    for (ns, uid) in namespaces.iter().zip(uids) {
+        assert_eq!(
+            h.api.secret(ns, SECRET).expect("Secret").metadata.uid,
+            uid,
+            "{ns}: updated in place"
+        );
+    }
+    // The key itself never leaves the injector's namespace.
+    for secret in h.api.secrets_named(SECRET) {
+        let data = String::from_utf8_lossy(&secret.data.expect("data")[".dockerconfigjson"].0)
+            .into_owned();
+        assert!(
+            !data.contains("PRIVATE KEY") && !data.contains("_json_key"),
+            "{data}"
+        );
+    }
+    assert!(endpoint.issued.load(Ordering::SeqCst) >= 2);
+    let metrics = h.server.metrics().await;
+    let remaining = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("pullsecret_injector_access_token_remaining_seconds{registry=\"gcp\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no remaining-lifetime gauge: {metrics}"));
+    assert!(remaining > 0.0 && remaining <= 8.0, "{remaining}");
+    assert!(h.api.rbac_violations().is_empty());
+}
+
+#[tokio::test]
+async fn token_endpoint_failures_are_retried_and_surfaced() {
+    let (endpoint, token_uri) = token_endpoint(0, 3600).await;
+    for _ in 0..4 {
+        endpoint
+            .canned
+            .lock()
+            .expect("lock")
+            .push_back(Canned::Status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error":"backend_error"}"#.into(),
+            ));
+    }
+    let key = key_json(&keys()[0].private_pem, Some(&token_uri));
+    let h = Harness::start(
+        "{gcpJsonKey: {file: KEY_FILE, mode: accessToken}}",
+        Some(&key),
+    )
+    .await;
+
+    // Until a token exists, Pods are admitted with the reference and told why the Secret is not there.
+    let response = h.admit("tok-fail").await;
+    let said = warnings(&response);
+    assert!(
+        h.login("tok-fail").is_some() || said.contains("not ready"),
+        "{said}"
+    );
+
+    assert!(
+        h.login_becomes("tok-fail", |u, p| u == "oauth2accesstoken"
+            && p.starts_with("ya29.test-token-"))
+            .await
+    );
+    let metrics = h.server.metrics().await;
+    let failures = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "pullsecret_injector_access_token_refresh_failures_total{registry=\"gcp\"}",
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no failure counter: {metrics}"));
+    assert_eq!(failures, 4, "each failed attempt is counted");
+}
+
+#[tokio::test]
+async fn wrong_key_is_reported_by_the_endpoint_and_nothing_is_written() {
+    // The endpoint verifies with key 1; the file holds key 0.
+    let (_endpoint, token_uri) = token_endpoint(1, 3600).await;
+    let key = key_json(&keys()[0].private_pem, Some(&token_uri));
+    let h = Harness::start(
+        "{gcpJsonKey: {file: KEY_FILE, mode: accessToken}}",
+        Some(&key),
+    )
+    .await;
+    let response = h.admit("tok-wrong").await;
+    let said = warnings(&response);
+    assert!(said.contains("not ready"), "{said}");
+    let failing = support::eventually(CONVERGE, || async {
+        h.server
+            .metrics()
+            .await
+            .contains("pullsecret_injector_access_token_refresh_failures_total{registry=\"gcp\"}")
+    })
+    .await;
+    assert!(failing);
+    assert!(
+        h.api.secret("tok-wrong", SECRET).is_none(),
+        "no Secret without a token"
+    );
+}
+
+#[tokio::test]
+async fn workload_identity_takes_tokens_from_the_metadata_server() {
+    let (metadata, base_url) = metadata_server().await;
+    metadata.numbered.store(true, Ordering::SeqCst);
+    metadata.lifetime_secs.store(8, Ordering::SeqCst);
+    metadata.fail_next.store(2, Ordering::SeqCst);
+    let h = Harness::start(
+        &format!("{{gcpWorkloadIdentity: {{metadataUrl: \"{base_url}\"}}}}"),
+        None,
+    )
+    .await;
+
+    h.admit("wi-a").await;
+    let ok = h.login_becomes("wi-a", |_, _| true).await;
+    assert!(
+        ok,
+        "no Secret from the metadata server's token: {} {:#?} md={}",
+        h.server.metrics().await,
+        h.api.requests(),
+        metadata.requests.load(Ordering::SeqCst)
+    );
+    let (username, password) = h.login("wi-a").expect("login");
+    assert_eq!(username, "oauth2accesstoken");
+    assert!(password.starts_with("ya29.md-default-"), "{password}");
+    let first = token_number(&password).expect("numbered");
+    assert!(
+        h.login_becomes("wi-a", |_, p| token_number(p).is_some_and(|n| n > first))
+            .await,
+        "never refreshed"
+    );
+    assert!(
+        metadata.requests.load(Ordering::SeqCst) >= 4,
+        "two failures, then tokens"
+    );
+    assert!(
+        h.server.metrics().await.contains(
+            "pullsecret_injector_access_token_refresh_failures_total{registry=\"gcp\"} 2"
+        )
+    );
+}
