@@ -90,7 +90,8 @@ Namespaces written to the config's skipNamespaces: skipNamespaces plus the relea
 {{/*
 Normalised registries, as a JSON list. Each item:
   name, secretName, hosts, preset   - copied from values
-  kind                              - "gcpJsonKey" | "basicAuth" | "dockerConfigJson" | "" (no credentials)
+  kind                              - "gcpJsonKey" | "basicAuth" | "dockerConfigJson" | "gcpWorkloadIdentity" | "" (no credentials)
+  mount                             - whether a credential Secret is mounted (false for gcpWorkloadIdentity)
   sourceSecret                      - Secret mounted at credentials/<name>/ ("" when kind is "")
   createSecret                      - true when the chart creates sourceSecret from inline values
   data                              - {key: plain text} for the Secret the chart creates
@@ -135,8 +136,8 @@ inline value) fail here with a message naming the registry.
 {{- end }}
 {{- $_ := set $secretNames $secretName $name }}
 {{- $kinds := list }}
-{{- range $k := list "gcpJsonKey" "basicAuth" "dockerConfigJson" }}
-{{- if get $r $k }}
+{{- range $k := list "gcpJsonKey" "basicAuth" "dockerConfigJson" "gcpWorkloadIdentity" }}
+{{- if or (get $r $k) (and (eq $k "gcpWorkloadIdentity") (kindIs "map" (get $r $k))) }}
 {{- $kinds = append $kinds $k }}
 {{- end }}
 {{- end }}
@@ -144,27 +145,33 @@ inline value) fail here with a message naming the registry.
 {{- fail (printf "%s: set at most one credential source, got %s" $where (join ", " $kinds)) }}
 {{- end }}
 {{- $mountPath := printf "%s/%s" $credDir $name }}
-{{- $item := dict "name" $name "secretName" $secretName "hosts" ($r.hosts | default list) "preset" ($r.preset | default "") "kind" "" "sourceSecret" "" "createSecret" false "data" dict "keys" list "volumeName" (printf "cred-%s" $name | trunc 63 | trimSuffix "-") "mountPath" $mountPath "credentials" dict }}
+{{- $item := dict "name" $name "secretName" $secretName "hosts" ($r.hosts | default list) "preset" ($r.preset | default "") "kind" "" "mount" false "sourceSecret" "" "createSecret" false "data" dict "keys" list "volumeName" (printf "cred-%s" $name | trunc 63 | trimSuffix "-") "mountPath" $mountPath "credentials" dict }}
 {{- $generated := printf "%s-%s-credentials" $fullname $name }}
 {{- if $r.gcpJsonKey }}
 {{- $c := $r.gcpJsonKey }}
 {{- $_ := set $item "kind" "gcpJsonKey" }}
+{{- $_ := set $item "mount" true }}
+{{- $mode := $c.mode | default "jsonKey" }}
+{{- if not (has $mode (list "jsonKey" "accessToken")) }}
+{{- fail (printf "%s: gcpJsonKey.mode must be jsonKey or accessToken, got %q" $where $mode) }}
+{{- end }}
 {{- if $c.existingSecret }}
 {{- $key := $c.key | default "key.json" }}
 {{- $_ := set $item "sourceSecret" $c.existingSecret }}
 {{- $_ := set $item "keys" (list $key) }}
-{{- $_ := set $item "credentials" (dict "gcpJsonKey" (dict "file" (printf "%s/%s" $mountPath $key))) }}
+{{- $_ := set $item "credentials" (dict "gcpJsonKey" (dict "file" (printf "%s/%s" $mountPath $key) "mode" $mode)) }}
 {{- else }}
 {{- $value := required (printf "%s: gcpJsonKey needs the service-account JSON key: pass --set-file registries[%d].gcpJsonKey.value=key.json, or set registries[%d].gcpJsonKey.existingSecret to a Secret in namespace %q holding key.json (or set registries[%d].gcpJsonKey=null to only inject the reference)" $where $i $i $root.Release.Namespace $i) $c.value }}
 {{- $_ := set $item "sourceSecret" $generated }}
 {{- $_ := set $item "createSecret" true }}
 {{- $_ := set $item "data" (dict "key.json" $value) }}
 {{- $_ := set $item "keys" (list "key.json") }}
-{{- $_ := set $item "credentials" (dict "gcpJsonKey" (dict "file" (printf "%s/key.json" $mountPath))) }}
+{{- $_ := set $item "credentials" (dict "gcpJsonKey" (dict "file" (printf "%s/key.json" $mountPath) "mode" $mode)) }}
 {{- end }}
 {{- else if $r.basicAuth }}
 {{- $c := $r.basicAuth }}
 {{- $_ := set $item "kind" "basicAuth" }}
+{{- $_ := set $item "mount" true }}
 {{- if $c.existingSecret }}
 {{- $u := $c.usernameKey | default "username" }}
 {{- $p := $c.passwordKey | default "password" }}
@@ -183,6 +190,7 @@ inline value) fail here with a message naming the registry.
 {{- else if $r.dockerConfigJson }}
 {{- $c := $r.dockerConfigJson }}
 {{- $_ := set $item "kind" "dockerConfigJson" }}
+{{- $_ := set $item "mount" true }}
 {{- if $c.existingSecret }}
 {{- $key := $c.key | default ".dockerconfigjson" }}
 {{- $_ := set $item "sourceSecret" $c.existingSecret }}
@@ -196,6 +204,15 @@ inline value) fail here with a message naming the registry.
 {{- $_ := set $item "keys" (list ".dockerconfigjson") }}
 {{- $_ := set $item "credentials" (dict "dockerConfigJson" (dict "file" (printf "%s/.dockerconfigjson" $mountPath))) }}
 {{- end }}
+{{- else if kindIs "map" $r.gcpWorkloadIdentity }}
+{{- /* Keyless: tokens from the GKE metadata server for this chart's ServiceAccount, which
+       serviceAccount.annotations binds to a Google service account. Nothing to mount. */}}
+{{- $c := $r.gcpWorkloadIdentity }}
+{{- $_ := set $item "kind" "gcpWorkloadIdentity" }}
+{{- $wi := dict }}
+{{- if $c.serviceAccount }}{{- $_ := set $wi "serviceAccount" $c.serviceAccount }}{{- end }}
+{{- if $c.metadataUrl }}{{- $_ := set $wi "metadataUrl" $c.metadataUrl }}{{- end }}
+{{- $_ := set $item "credentials" (dict "gcpWorkloadIdentity" $wi) }}
 {{- end }}
 {{- $out = append $out $item }}
 {{- end }}
