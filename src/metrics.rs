@@ -11,10 +11,22 @@ type Labels = [(&'static str, String); 1];
 type Labels2 = [(&'static str, String); 2];
 type Labels3 = [(&'static str, String); 3];
 
+/// Every admission outcome label, resolved to its counter once so the hot path does not allocate.
+const OUTCOMES: [&str; 6] = [
+    "patched",
+    "unchanged",
+    "skipped",
+    "ignored",
+    "denied",
+    "rejected",
+];
+
 pub struct Metrics {
     registry: Registry,
-    requests: Family<Labels, Counter>,
+    outcome_counters: Vec<(&'static str, Counter)>,
     injections: Family<Labels, Counter>,
+    /// Injection counters by registry name, looked up without building a label set.
+    injection_counters: std::sync::RwLock<std::collections::HashMap<String, Counter>>,
     duration: Histogram,
     config_reloads: Family<Labels, Counter>,
     certificate_reloads: Family<Labels, Counter>,
@@ -118,14 +130,26 @@ impl Metrics {
             "Failed access token refreshes by registry entry; each is retried with backoff",
             token_failures.clone(),
         );
+        let outcome_counters = OUTCOMES
+            .iter()
+            .map(|outcome| {
+                (
+                    *outcome,
+                    requests
+                        .get_or_create(&[("outcome", (*outcome).to_owned())])
+                        .clone(),
+                )
+            })
+            .collect();
         Self {
+            outcome_counters,
+            injection_counters: std::sync::RwLock::new(std::collections::HashMap::new()),
             token_remaining,
             token_failures,
             secret_writes,
             provisioning_pending,
             credential_reloads,
             registry,
-            requests,
             injections,
             duration,
             config_reloads,
@@ -135,15 +159,30 @@ impl Metrics {
     }
 
     pub fn request(&self, outcome: &'static str) {
-        self.requests
-            .get_or_create(&[("outcome", outcome.to_owned())])
-            .inc();
+        if let Some((_, counter)) = self
+            .outcome_counters
+            .iter()
+            .find(|(name, _)| *name == outcome)
+        {
+            counter.inc();
+        }
     }
 
     pub fn injection(&self, registry: &str) {
-        self.injections
+        if let Ok(counters) = self.injection_counters.read()
+            && let Some(counter) = counters.get(registry)
+        {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .injections
             .get_or_create(&[("registry", registry.to_owned())])
-            .inc();
+            .clone();
+        counter.inc();
+        if let Ok(mut counters) = self.injection_counters.write() {
+            counters.insert(registry.to_owned(), counter);
+        }
     }
 
     pub fn observe_duration(&self, seconds: f64) {

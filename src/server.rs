@@ -147,8 +147,17 @@ async fn mutate(
     state
         .metrics
         .observe_duration(started.elapsed().as_secs_f64());
-    match answer.outcome {
-        Outcome::Patched | Outcome::Denied => tracing::info!(
+    // Per-request lines are debug: metrics count outcomes, and a log line per Pod would cost more than
+    // the decision under load. Denials are rare and matter: warn.
+    if answer.outcome == Outcome::Denied {
+        tracing::warn!(
+            uid = %review.uid,
+            namespace = %review.namespace,
+            warnings = ?answer.warnings,
+            "Pod denied: its pull Secret could not be made ready"
+        );
+    } else {
+        tracing::debug!(
             uid = %review.uid,
             namespace = %review.namespace,
             dry_run = review.dry_run,
@@ -156,13 +165,7 @@ async fn mutate(
             injected = ?answer.injected,
             warnings = ?answer.warnings,
             "admission review answered"
-        ),
-        _ => tracing::debug!(
-            uid = %review.uid,
-            namespace = %review.namespace,
-            outcome = answer.outcome.as_str(),
-            "admission review answered"
-        ),
+        );
     }
     (
         StatusCode::OK,
