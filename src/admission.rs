@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FailureMode};
-use crate::decision::{ContainerSet, Decision, PodView, Skip, decide};
+use crate::decision::{ContainerSet, Decision, ObjectOnly, PodView, Skip, decide};
 use crate::pull_secret::{EnsureOutcome, EnsureRequest, PullSecrets};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -97,8 +97,8 @@ pub enum Target {
 
 /// Parses a request body. One pass in the common case: the Pod is read straight into its view.
 pub fn parse_review(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
-    match serde_json::from_slice::<Envelope<'_, PodView<'_>>>(body) {
-        Ok(envelope) => review_from(envelope, |object| object.unwrap_or_default()),
+    match serde_json::from_slice::<Envelope<'_, ObjectOnly<PodView<'_>>>>(body) {
+        Ok(envelope) => review_from(envelope, |object| object.map(|o| o.0).unwrap_or_default()),
         Err(first_error) => {
             // The object may not be shaped like a Pod (another resource, or a broken Pod): read the
             // envelope alone to tell a review of something else from a bad one.

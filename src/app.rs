@@ -174,6 +174,7 @@ impl App {
             pull_secrets: options.pull_secrets,
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            body_read_timeout: options.server.body_read_timeout,
         };
         let listener =
             TcpListener::bind(options.listen)

@@ -79,6 +79,12 @@ pub struct ServeArgs {
     /// A client must send its request headers within this time.
     #[arg(long, env = "PULLSECRET_INJECTOR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// A request body must arrive within this time.
+    #[arg(long, env = "PULLSECRET_INJECTOR_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this long.
+    #[arg(long, env = "PULLSECRET_INJECTOR_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Open connections at most; more wait to be accepted.
     #[arg(
         long,

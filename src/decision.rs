@@ -14,13 +14,61 @@ use crate::config::{Config, Registry};
 use crate::reference::{HostPattern, ImageReference, ReferenceError};
 
 /// The parts of a Pod the decision reads. Everything else is skipped by the parser unread.
+///
+/// Every view is read from JSON objects only (`object_only`): serde's derived structs would also
+/// accept an array and read it field by field, which would take garbage for a Pod.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodView<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "object_only")]
     pub metadata: PodMetadataView<'a>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub spec: Option<PodSpecView<'a>>,
+}
+
+/// Deserializes a struct from a JSON object, refusing the array form serde derives also accept.
+pub fn object_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+}
+
+fn optional_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<ObjectOnly<T>>::deserialize(deserializer).map(|o| o.map(|ObjectOnly(v)| v))
+}
+
+fn optional_objects<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<Vec<ObjectOnly<T>>>::deserialize(deserializer)
+        .map(|o| o.map(|items| items.into_iter().map(|ObjectOnly(v)| v).collect()))
+}
+
+/// A value that must be a JSON object.
+pub struct ObjectOnly<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        object_only(deserializer).map(ObjectOnly)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,13 +86,13 @@ pub struct PodMetadataView<'a> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpecView<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub init_containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub ephemeral_containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub image_pull_secrets: Option<Vec<SecretReferenceView<'a>>>,
 }
 

@@ -70,6 +70,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     options.metrics_listen = args.metrics_listen;
     options.server = ServerOptions {
         header_read_timeout: args.header_read_timeout,
+        body_read_timeout: args.body_read_timeout,
+        idle_timeout: args.idle_timeout,
         drain_timeout: args.shutdown_timeout,
         max_connections: args.max_connections,
         ..ServerOptions::default()

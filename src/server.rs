@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -62,6 +61,8 @@ pub struct AppState {
     pub pull_secrets: Arc<dyn PullSecrets>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// A request body must arrive within this time (a stalled body would hold a connection forever).
+    pub body_read_timeout: Duration,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -99,13 +100,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn mutate(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let started = Instant::now();
+async fn mutate(State(state): State<AppState>, request: Request) -> Response {
     let reject = |status: StatusCode, message: String| {
         state.metrics.request("rejected");
         tracing::warn!(status = status.as_u16(), %message, "admission request rejected");
@@ -116,22 +111,39 @@ async fn mutate(
         )
             .into_response()
     };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return reject(rejection.status(), rejection.body_text()),
-    };
-    if !is_json(&headers) {
+    if !is_json(request.headers()) {
+        let got = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         return reject(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "content-type must be application/json, got {:?}",
-                headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-            ),
+            format!("content-type must be application/json, got {got:?}"),
         );
     }
+    let uri = request.uri().clone();
+    // The body limit (DefaultBodyLimit) travels in the request's extensions: extract from the request itself.
+    let body = match tokio::time::timeout(
+        state.body_read_timeout,
+        Bytes::from_request(request, &state),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => return reject(rejection.status(), rejection.body_text()),
+        Err(_) => {
+            return reject(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {:?}",
+                    state.body_read_timeout
+                ),
+            );
+        }
+    };
+    let started = Instant::now();
     let review = match admission::parse_review(&body) {
         Ok(review) => review,
         Err(error) => return reject(StatusCode::BAD_REQUEST, error.to_string()),
@@ -185,8 +197,14 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// A client must send its request headers within this time (slow-loris guard).
+    /// A client must send its request headers within this time (slow-loris guard). A new connection
+    /// must also start its first request within it.
     pub header_read_timeout: Duration,
+    /// A request body must arrive within this time.
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this long. Above the API
+    /// server's own idle timeout (90 s), so the client, not the server, normally closes it.
+    pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
     pub max_connections: usize,
     /// How long in-flight requests may take to finish after shutdown starts.
@@ -197,6 +215,8 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 1024,
             drain_timeout: Duration::from_secs(25),
@@ -247,9 +267,15 @@ pub async fn serve_tls(
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let builder = builder.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let activity = Arc::new(ConnectionActivity::new());
+        let service = TowerToHyperService::new(ActivityTracking {
+            inner: router.clone(),
+            activity: activity.clone(),
+        });
         let watcher = graceful.watcher();
         let handshake_timeout = options.handshake_timeout;
+        let (first_request_timeout, idle_timeout) =
+            (options.header_read_timeout, options.idle_timeout);
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -263,7 +289,8 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            let io = IdleGuard::new(tls, activity, first_request_timeout, idle_timeout);
+            let connection = builder.serve_connection(TokioIo::new(io), service);
             if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%error, "connection ended with an error");
             }
@@ -280,5 +307,175 @@ pub async fn serve_tls(
             timeout = ?options.drain_timeout,
             "drain timeout reached; closing remaining connections"
         );
+    }
+}
+
+/// What a connection's requests are doing, shared by its service and its IO.
+struct ConnectionActivity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    served: AtomicBool,
+    /// When the connection last became idle (opened, or finished a request).
+    idle_since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl ConnectionActivity {
+    fn new() -> Self {
+        Self {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+/// Counts a connection's requests in flight and marks when it goes idle.
+#[derive(Clone)]
+struct ActivityTracking {
+    inner: Router,
+    activity: Arc<ConnectionActivity>,
+}
+
+impl tower::Service<axum::http::Request<hyper::body::Incoming>> for ActivityTracking {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<axum::http::Request<hyper::body::Incoming>>::poll_ready(
+            &mut self.inner,
+            cx,
+        )
+    }
+
+    fn call(&mut self, request: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        let activity = self.activity.clone();
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            if let Ok(mut idle_since) = activity.idle_since.lock() {
+                *idle_since = tokio::time::Instant::now();
+            }
+            activity.served.store(true, Ordering::Release);
+            activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+            response
+        })
+    }
+}
+
+/// Closes a connection that sits idle: no request in flight for `idle` (or, before its first
+/// request is answered, for `first`). hyper has no such timeout of its own: its header-read timer
+/// starts only once bytes arrive, so a client that connects and sends nothing would keep its slot
+/// forever. Reads are what hyper polls while a connection waits, so the check lives there.
+struct IdleGuard<IO> {
+    io: IO,
+    activity: Arc<ConnectionActivity>,
+    first: Duration,
+    idle: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<IO> IdleGuard<IO> {
+    fn new(io: IO, activity: Arc<ConnectionActivity>, first: Duration, idle: Duration) -> Self {
+        let deadline = tokio::time::Instant::now() + first;
+        Self {
+            io,
+            activity,
+            first,
+            idle,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    /// Ready(Err) once the connection has been idle too long; otherwise arms the timer.
+    fn poll_idle(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future as _;
+        loop {
+            if self.activity.in_flight.load(Ordering::Acquire) > 0 {
+                // A request is being handled; its end resets the idle clock.
+                return std::task::Poll::Pending;
+            }
+            let limit = if self.activity.served.load(Ordering::Acquire) {
+                self.idle
+            } else {
+                self.first
+            };
+            let since = self
+                .activity
+                .idle_since
+                .lock()
+                .map(|t| *t)
+                .unwrap_or_else(|_| tokio::time::Instant::now());
+            let deadline = since + limit;
+            if tokio::time::Instant::now() >= deadline {
+                return std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection idle too long",
+                )));
+            }
+            if self.timer.deadline() != deadline {
+                self.timer.as_mut().reset(deadline);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return std::task::Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleGuard<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
+            std::task::Poll::Pending => this.poll_idle(cx),
+            ready => ready,
+        }
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleGuard<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 }
