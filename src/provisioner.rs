@@ -397,7 +397,7 @@ impl Inner {
         let name = registry.secret_name.as_str();
         // A few rounds absorb races (another replica creating it, someone editing it meanwhile).
         for _ in 0..4 {
-            let existing = api.get_opt(name).await.map_err(|e| api_error("read", &e))?;
+            let existing = api.get_opt(name).await.map_err(|e| classify(&e, "read"))?;
             let Some(existing) = existing else {
                 let secret = desired_secret(registry, content, None);
                 let params = PostParams {
@@ -918,9 +918,6 @@ fn status_code(error: &kube::Error) -> Option<u16> {
     }
 }
 
-fn api_error(action: &str, error: &kube::Error) -> ReconcileError {
-    classify(error, action)
-}
 
 /// A namespace that is gone or terminating is final; anything else is retried.
 fn classify(error: &kube::Error, action: &str) -> ReconcileError {
@@ -944,10 +941,5 @@ fn classify(error: &kube::Error, action: &str) -> ReconcileError {
 
 /// ±20 % so retries of many namespaces do not arrive together.
 fn jitter(delay: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.8 + f64::from(nanos % 400) / 1000.0;
-    delay.mul_f64(factor)
+    delay.mul_f64(1.0 + 2.0 * gcp_auth::random_jitter())
 }
