@@ -14,6 +14,7 @@
 //! ```sh
 //! cargo bench --bench admission                  # everything
 //! cargo bench --bench admission -- typical       # one group / filter
+//! bash benches/instructions.sh                   # instructions per review (callgrind), noise-free
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -295,6 +296,7 @@ fn inputs() -> Inputs {
 const TIMEOUT: Option<Duration> = Some(Duration::from_secs(10));
 
 /// What the webhook does per request between the body and the response body.
+#[inline(never)]
 fn review(body: &[u8], config: &Config) -> (Vec<u8>, Outcome) {
     let review = admission::parse_review(body).expect("valid review");
     let answer =
@@ -452,9 +454,35 @@ fn bench_reference(c: &mut Criterion, config: &Config) {
     group.finish();
 }
 
+/// `BENCH_LOOP=N [BENCH_CASE=name]`: run one case N times and exit, without criterion, for
+/// instruction counts under `valgrind --tool=callgrind` (see benches/instructions.sh).
+fn plain_loop(iterations: usize, inputs: &Inputs, config: &Config) {
+    let case = std::env::var("BENCH_CASE").unwrap_or_else(|_| "typical".into());
+    let body: &[u8] = match case.as_str() {
+        "typical" => &inputs.typical,
+        "no_match" => &inputs.no_match,
+        "skip_namespace" => &inputs.skip_namespace,
+        "skip_label" => &inputs.skip_label,
+        "containers_1" => &inputs.scaling[0].1,
+        "containers_10" => &inputs.scaling[1].1,
+        "containers_100" => &inputs.scaling[2].1,
+        other => panic!("unknown BENCH_CASE {other:?}"),
+    };
+    for _ in 0..iterations {
+        black_box(review(black_box(body), config));
+    }
+}
+
 fn main() {
     let config = Config::from_yaml_str(CONFIG).expect("config");
     let inputs = inputs();
+    if let Some(iterations) = std::env::var("BENCH_LOOP")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        plain_loop(iterations, &inputs, &config);
+        return;
+    }
     check_outcomes(&inputs, &config);
     report_allocations(&inputs, &config);
     let alloc = count_allocs(1000, || {

@@ -18,9 +18,13 @@
 #        latency at 1,000 req/s, 16 connections, 20 s (same review)
 #        max throughput, 32 connections, 8 s       (mix: 4 Pod CREATE reviews x 8 namespaces)
 #        latency at 1,000 req/s, 16 connections, 8 s (same mix)
-#      sampling VmRSS of the server every 100 ms;
-#   6. prints the table: throughput ratio webhook/baseline, latency percentiles, RSS idle/peak, and the
-#      API calls the fake API saw during the steady-state phases (from its /_stats endpoint).
+#      sampling VmRSS of the server every 200 ms (bash builtins only, no fork next to the server) and
+#      its CPU time (utime + stime from /proc/<pid>/stat) over the phase;
+#   6. prints the table: throughput ratio webhook/baseline, server CPU µs per review, latency
+#      percentiles, RSS at start/idle/peak, and the API calls the fake API saw during the steady-state
+#      phases (from its /_stats endpoint).
+# Throughput and latency depend on whatever else runs on the machine (the load client shares the
+# cores with the servers); compare the two servers within one run, and repeat runs.
 # All processes started here are stopped on exit. Every load phase is bounded by its duration.
 set -euo pipefail
 
@@ -45,6 +49,7 @@ for f in "$BIN" "$EX/loadgen" "$EX/noop_webhook" "$EX/fake_api_server"; do
 done
 command -v openssl >/dev/null || { echo "load.sh: openssl is needed" >&2; exit 1; }
 command -v curl >/dev/null || { echo "load.sh: curl is needed" >&2; exit 1; }
+command -v jq >/dev/null || { echo "load.sh: jq is needed" >&2; exit 1; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/psi-load.XXXXXX")
 PIDS=()
@@ -141,7 +146,19 @@ wait_https "$WEBHOOK_PORT" /readyz
 wait_https "$NOOP_PORT" /
 sleep 1
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+# Read with bash builtins only: the sampler must not fork a process every 200 ms next to the server.
+rss_kib() {
+  local key value _
+  while read -r key value _; do
+    if [ "$key" = "VmRSS:" ]; then echo "$value"; return 0; fi
+  done <"/proc/$1/status"
+  echo 0
+}
+CLK_TCK=$(getconf CLK_TCK)
+mkfifo "$TMP/pause.fifo"
+exec 9<>"$TMP/pause.fifo"
+# utime + stime of a process, in clock ticks (the command name has no spaces here).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 stat_field() { curl -s "$STATS_URL" | jq -r "$1"; }
@@ -160,17 +177,22 @@ loadgen() { # port out-file loadgen-args...
 phase() { # name pid port loadgen-args...
   local name=$1 pid=$2 port=$3
   shift 3
-  local peak=0 rss
+  local peak=0 rss cpu0 cpu1
+  cpu0=$(cpu_ticks "$pid")
   loadgen "$port" "$TMP/$name.json" --label "$name" "$@" &
   local lg=$!
   while kill -0 "$lg" 2>/dev/null; do
-    rss=$(rss_kib "$pid")
+    rss_kib "$pid" >"$TMP/rss.now"
+    read -r rss <"$TMP/rss.now"
     [ "$rss" -gt "$peak" ] && peak=$rss
-    sleep 0.1
+    read -r -t 0.2 -u 9 _ || true # a 200 ms pause without forking sleep(1)
   done
   wait "$lg"
+  cpu1=$(cpu_ticks "$pid")
   echo "$peak" >"$TMP/$name.rss"
-  jq -r '"  \(.label): \(.rps|floor) req/s, \(.requests) requests, errors \(.errors), non-200 \(.non_200), p50 \(.latency_us.p50) µs, p99 \(.latency_us.p99) µs, p99.9 \(.latency_us.p999) µs, max \(.latency_us.max) µs"' "$TMP/$name.json"
+  # Server CPU time (user + system) per answered request, in µs.
+  jq -r --argjson t "$((cpu1 - cpu0))" --argjson hz "$CLK_TCK" '$t * 1000000 / $hz / .requests' "$TMP/$name.json" >"$TMP/$name.cpu"
+  jq -r --arg cpu "$(cat "$TMP/$name.cpu")" '"  \(.label): \(.rps|floor) req/s, \(.requests) requests, errors \(.errors), non-200 \(.non_200), p50 \(.latency_us.p50) µs, p99 \(.latency_us.p99) µs, p99.9 \(.latency_us.p999) µs, max \(.latency_us.max) µs, server CPU \($cpu|tonumber|floor) µs/request"' "$TMP/$name.json"
 }
 
 # ---- provisioning and warm-up ---------------------------------------------------------------------
@@ -238,6 +260,10 @@ echo "review: $DIRECT (team-a, $(j webhook_max .body_bytes_first) bytes compact)
 printf '\n%-44s %14s %14s %10s %s\n' "" "webhook" "baseline" "ratio" "target"
 printf '%-44s %14.0f %14.0f %10s %s\n' "max req/s, $MAX_CONNECTIONS conns (direct)" "$(j webhook_max .rps)" "$(j noop_max .rps)" "$R_MAX" "ratio >= 0.85: $(verdict "$R_MAX" '>=' 0.85)"
 printf '%-44s %14.0f %14.0f %10s\n' "max req/s, $MAX_CONNECTIONS conns (mix)" "$(j webhook_mix_max .rps)" "$(j noop_mix_max .rps)" "$R_MIX"
+cpu() { awk -v v="$(cat "$TMP/$1.cpu")" 'BEGIN {printf "%.1f", v}'; }
+printf '%-44s %14s %14s %10s %s\n' "server CPU µs per review, max phase (direct)" "$(cpu webhook_max)" "$(cpu noop_max)" "$(ratio "$(cpu webhook_max)" "$(cpu noop_max)")" ""
+printf '%-44s %14s %14s %10s %s\n' "server CPU µs per review, max phase (mix)" "$(cpu webhook_mix_max)" "$(cpu noop_mix_max)" "$(ratio "$(cpu webhook_mix_max)" "$(cpu noop_mix_max)")" ""
+printf '%-44s %14s %14s %10s %s\n' "server CPU µs per review at $RATE req/s" "$(cpu webhook_rate)" "$(cpu noop_rate)" "$(ratio "$(cpu webhook_rate)" "$(cpu noop_rate)")" ""
 for q in p50 p90 p99 p999 max; do
   printf '%-44s %14s %14s %10s %s\n' "latency $q ms at $RATE req/s, $RATE_CONNECTIONS conns" \
     "$(ms "$(j webhook_rate .latency_us.$q)")" "$(ms "$(j noop_rate .latency_us.$q)")" \
@@ -270,6 +296,7 @@ if [ -n "${OUT:-}" ]; then
     echo '{'
     for n in first webhook_max noop_max webhook_rate noop_rate webhook_mix_max noop_mix_max webhook_mix_rate noop_mix_rate; do
       echo "\"$n\": $(cat "$TMP/$n.json"),"
+      [ -f "$TMP/$n.cpu" ] && echo "\"${n}_cpu_us_per_request\": $(cat "$TMP/$n.cpu"),"
     done
     echo "\"stats_before\": $STATS_BEFORE, \"stats_after\": $STATS_AFTER,"
     echo "\"rss_kib\": {\"webhook_start\": $WEBHOOK_RSS_START, \"webhook_idle\": $WEBHOOK_RSS_IDLE, \"webhook_peak\": $W_PEAK, \"webhook_hwm\": $WEBHOOK_HWM, \"webhook_after\": $WEBHOOK_RSS_AFTER, \"noop_start\": $NOOP_RSS_START, \"noop_idle\": $NOOP_RSS_IDLE, \"noop_peak\": $N_PEAK, \"noop_hwm\": $NOOP_HWM}"

@@ -2,11 +2,14 @@
 //!
 //! 1. API calls per Pod in steady state: 1,000 reviews in a namespace whose Secret is known good
 //!    (target 0).
-//! 2. Writes for 200 concurrent Pods in a new namespace: 200 connections opened first, then 200
-//!    reviews released at once (target exactly 1 write: one flight per (Secret, namespace)).
-//! 3. Memory growth with 10,000 known namespaces: the webhook's RSS before and after one review in
+//! 2. Memory growth with 10,000 known namespaces: the webhook's RSS before and after one review in
 //!    each of 10,000 new namespaces, each of which makes it create the pull Secret (target
-//!    <= +4 MiB), then a second pass over the same 10,000 namespaces (target 0 API calls).
+//!    <= +4 MiB), then a second pass over the same 10,000 namespaces (target 0 API calls). The
+//!    "before" RSS is taken after the steady-state phase ran over the same 16 connections, and
+//!    before any larger burst: glibc keeps the freed buffers of a burst of connections and would
+//!    hide growth that comes after it.
+//! 3. Writes for 200 concurrent Pods in a new namespace: 200 connections opened first, then 200
+//!    reviews released at once (target exactly 1 write: one flight per (Secret, namespace)).
 //!
 //! The webhook is the real binary (`pullsecret-injector serve`, this package's bin, built by cargo
 //! for the bench), a child process with a GCP service-account key as its credential source; it
@@ -317,11 +320,42 @@ async fn run() {
         .map(|_| review_in(&template, "team-a"))
         .collect();
     let started = Instant::now();
-    drive(&client, Arc::new(steady), 4).await;
+    // Same connection count as the namespace phase below, so its connection buffers are in the
+    // "before" RSS of that phase.
+    drive(&client, Arc::new(steady), CONCURRENCY).await;
     let steady_elapsed = started.elapsed();
     let (steady_calls, _, _) = calls_in(&api, None);
 
-    // ---- 2. 200 concurrent Pods in a new namespace --------------------------------------------
+    // ---- 2. 10,000 namespaces (before the 200-connection burst, whose freed buffers glibc keeps
+    // and would hide growth) -------------------------------------------------------------------
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = webhook.rss_kib();
+    api.reset_log();
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
+        (0..NAMESPACES)
+            .map(|i| review_in(&template, &format!("ns-{i:05}")))
+            .collect(),
+    );
+    let started = Instant::now();
+    let (pass1_slowest, _) = drive(&client, bodies.clone(), CONCURRENCY).await;
+    let pass1_elapsed = started.elapsed();
+    let (_, pass1_gets, pass1_writes) = calls_in(&api, None);
+    // Let the watch events of 10,000 new Secrets arrive and be processed.
+    assert!(
+        api.wait_for(Duration::from_secs(30), |a| a.secrets_named(SECRET).len()
+            > NAMESPACES)
+            .await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = webhook.rss_kib();
+    api.reset_log();
+    let started = Instant::now();
+    let (pass2_slowest, _) = drive(&client, bodies, CONCURRENCY).await;
+    let pass2_elapsed = started.elapsed();
+    let (pass2_calls, _, _) = calls_in(&api, None);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after_pass2 = webhook.rss_kib();
+    // ---- 3. 200 concurrent Pods in a new namespace --------------------------------------------
     api.reset_log();
     let mut conns = Vec::with_capacity(BURST);
     for _ in 0..BURST {
@@ -353,34 +387,6 @@ async fn run() {
     }
     let (burst_calls, burst_gets, burst_writes) = calls_in(&api, Some("burst"));
 
-    // ---- 3. 10,000 namespaces -------------------------------------------------------------------
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = webhook.rss_kib();
-    api.reset_log();
-    let bodies: Arc<Vec<Bytes>> = Arc::new(
-        (0..NAMESPACES)
-            .map(|i| review_in(&template, &format!("ns-{i:05}")))
-            .collect(),
-    );
-    let started = Instant::now();
-    let (pass1_slowest, _) = drive(&client, bodies.clone(), CONCURRENCY).await;
-    let pass1_elapsed = started.elapsed();
-    let (_, pass1_gets, pass1_writes) = calls_in(&api, None);
-    // Let the watch events of 10,000 new Secrets arrive and be processed.
-    assert!(
-        api.wait_for(Duration::from_secs(30), |a| a.secrets_named(SECRET).len()
-            >= NAMESPACES + 2)
-            .await
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_after = webhook.rss_kib();
-    api.reset_log();
-    let started = Instant::now();
-    let (pass2_slowest, _) = drive(&client, bodies, CONCURRENCY).await;
-    let pass2_elapsed = started.elapsed();
-    let (pass2_calls, _, _) = calls_in(&api, None);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_after_pass2 = webhook.rss_kib();
     let hwm = webhook.status_kib("VmHWM:");
     let rbac = api.rbac_violations().len();
     drop(webhook);

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Instructions per review of the pure admission path (parse_review + answer + serialized response),
+# counted by callgrind: deterministic, unlike wall-clock time on a shared 2-core machine.
+#
+#   bash benches/instructions.sh            # from the repository root; needs valgrind
+#
+# Runs the criterion bench binary in its plain-loop mode (BENCH_LOOP=N BENCH_CASE=...) with 10 and
+# 1,010 iterations and prints (Ir(1010) - Ir(10)) / 1000 for every case.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
+BIN=$(cargo bench --bench admission --no-run --message-format=json 2>/dev/null |
+  jq -r 'select(.reason == "compiler-artifact" and .target.name == "admission" and .executable != null) | .executable' | tail -1)
+[ -x "$BIN" ] || { echo "instructions.sh: bench binary not found" >&2; exit 1; }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+count() { # case iterations
+  BENCH_CASE=$1 BENCH_LOOP=$2 valgrind --tool=callgrind --callgrind-out-file="$TMP/out" "$BIN" 2>&1 |
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+printf '%-16s %14s\n' case "instructions/review"
+for c in typical no_match skip_namespace skip_label containers_1 containers_10 containers_100; do
+  a=$(count "$c" 10)
+  b=$(count "$c" 1010)
+  printf '%-16s %14d\n' "$c" $(((b - a) / 1000))
+done
