@@ -70,10 +70,24 @@ impl Default for ProvisionerOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Known {
     Good(ContentHash),
-    Foreign { since: Instant },
+    /// Not ours. `warned` is shared with the flight that found it (if any), so the user is warned
+    /// once, however the injector learned of the Secret.
+    Foreign {
+        since: Instant,
+        warned: Arc<AtomicBool>,
+    },
+}
+
+impl Known {
+    fn foreign() -> Self {
+        Self::Foreign {
+            since: Instant::now(),
+            warned: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -202,7 +216,7 @@ impl PullSecrets for KubePullSecrets {
 impl Inner {
     fn known_state(&self, secret: &str, namespace: &str) -> Option<Known> {
         let known = self.known.read().ok()?;
-        known.get(secret)?.get(namespace).copied()
+        known.get(secret)?.get(namespace).cloned()
     }
 
     fn set_known(&self, secret: &str, namespace: &str, state: Option<Known>) {
@@ -257,8 +271,12 @@ impl Inner {
         };
         match self.known_state(secret, request.namespace) {
             Some(Known::Good(hash)) if hash == content.hash => return EnsureOutcome::Ready,
-            Some(Known::Foreign { since }) if since.elapsed() < self.options.foreign_recheck => {
-                return EnsureOutcome::Foreign { first_time: false };
+            Some(Known::Foreign { since, warned })
+                if since.elapsed() < self.options.foreign_recheck =>
+            {
+                return EnsureOutcome::Foreign {
+                    first_time: !warned.swap(true, Ordering::AcqRel),
+                };
             }
             _ => {}
         }
@@ -340,15 +358,21 @@ impl Inner {
             };
             match result {
                 Ok((Reconciled::Foreign, _)) => {
+                    // A recheck of a Secret already known to be foreign keeps its warned flag.
+                    let warned = match self.known_state(secret, namespace) {
+                        Some(Known::Foreign { warned, .. }) => warned,
+                        _ => Arc::new(AtomicBool::new(false)),
+                    };
                     self.set_known(
                         secret,
                         namespace,
                         Some(Known::Foreign {
                             since: Instant::now(),
+                            warned: warned.clone(),
                         }),
                     );
                     tracing::warn!(namespace = %namespace, secret = %secret, "a Secret of this name exists and is not managed by pullsecret-injector; referencing it, leaving it untouched");
-                    state.send_replace(FlightState::Foreign(Arc::new(AtomicBool::new(false))));
+                    state.send_replace(FlightState::Foreign(warned));
                     break;
                 }
                 Ok((done, hash)) => {
@@ -667,13 +691,13 @@ impl Inner {
             return;
         }
         if !is_managed(event_metadata) {
-            self.set_known(
-                secret,
-                namespace,
-                Some(Known::Foreign {
-                    since: Instant::now(),
-                }),
-            );
+            // Keep what is already known of it (and whether the user was warned).
+            if !matches!(
+                self.known_state(secret, namespace),
+                Some(Known::Foreign { .. })
+            ) {
+                self.set_known(secret, namespace, Some(Known::foreign()));
+            }
             return;
         }
         let config = self.config.borrow().clone();
@@ -917,7 +941,6 @@ fn status_code(error: &kube::Error) -> Option<u16> {
         _ => None,
     }
 }
-
 
 /// A namespace that is gone or terminating is final; anything else is retried.
 fn classify(error: &kube::Error, action: &str) -> ReconcileError {

@@ -28,13 +28,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const BOUND: Duration = Duration::from_secs(30);
 /// The body limit of the "small" server, for the at/over-the-limit cases.
 const SMALL_LIMIT: usize = 64 * 1024;
-/// Short timeouts so that the protocol tests finish quickly.
+/// Short timeouts for the tests about them, so that they finish quickly.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_millis(500);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The others get timeouts no stall of a loaded two-core machine reaches: their clients send the
+/// request right after the handshake, and the test is not about how fast.
+const RELAXED_TIMEOUT: Duration = Duration::from_secs(5);
 
 static SERIAL: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
 fn server_options() -> ServerOptions {
+    ServerOptions {
+        header_read_timeout: RELAXED_TIMEOUT,
+        handshake_timeout: RELAXED_TIMEOUT,
+        ..ServerOptions::default()
+    }
+}
+
+/// Short header-read and handshake timeouts, for the tests that are about them.
+fn short_timeouts() -> ServerOptions {
     ServerOptions {
         header_read_timeout: HEADER_READ_TIMEOUT,
         handshake_timeout: HANDSHAKE_TIMEOUT,
@@ -51,20 +63,35 @@ async fn start(max_body_bytes: Option<usize>, server: ServerOptions) -> TestServ
     .await
 }
 
-/// The server still answers a valid review, on a new connection.
+/// The server still answers a valid review, on a new connection. Up to three connections are
+/// tried: with the short timeouts, a stall of the test's own client between handshake and request
+/// can make the server close a connection, which is not what is being checked here.
 async fn assert_still_serving(server: &TestServer, after: &str) {
-    let answered = tokio::time::timeout(BOUND, async {
-        let mut conn = server.client.connect().await.expect("connect");
-        conn.review(fixture("pod-create-direct.json")).await
-    })
-    .await
-    .unwrap_or_else(|_| panic!("after {after}: no answer to a valid review within {BOUND:?}"));
-    assert_eq!(answered.status, 200, "after {after}: {}", answered.text());
-    assert_eq!(
-        answered.json()["response"]["uid"],
-        "a13b6339-ef9b-4c25-9cf4-3327c98a8ae8",
-        "after {after}"
-    );
+    let mut problems = Vec::new();
+    for _ in 0..3 {
+        let attempt = tokio::time::timeout(BOUND, async {
+            let mut conn = server.client.connect().await.map_err(|e| e.to_string())?;
+            conn.send(
+                "POST",
+                "/mutate?timeout=10s",
+                Some("application/json"),
+                fixture("pod-create-direct.json"),
+            )
+            .await
+            .map_err(|e| format!("{e:?}"))
+        })
+        .await;
+        match attempt {
+            Err(_) => panic!("after {after}: no answer to a valid review within {BOUND:?}"),
+            Ok(Err(problem)) => problems.push(problem),
+            Ok(Ok(reply)) => {
+                assert_eq!(reply.status, 200, "after {after}: {}", reply.text());
+                assert_eq!(reply.json()["response"]["uid"], VALID_UID, "after {after}");
+                return;
+            }
+        }
+    }
+    panic!("after {after}: three connections failed: {problems:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,13 +245,15 @@ fn warns_invalid_image(response: &Value) -> Result<(), String> {
     }) {
         return Err(format!("warnings are not short strings: {warnings:?}"));
     }
+    // "container \"c0\": image \"...\" is not a valid reference (...)", cut at 120 characters
+    // (so a long image leaves only the start).
     warnings
         .iter()
         .any(|w| {
             w.as_str()
                 .unwrap_or("")
-                .contains("is not a valid reference")
-                || w.as_str().unwrap_or("").contains("image")
+                .starts_with("pullsecret-injector: container \"c")
+                && w.as_str().unwrap_or("").contains("\": image \"")
         })
         .then_some(())
         .ok_or_else(|| format!("no invalid-image warning: {warnings:?}"))?;
@@ -343,8 +372,6 @@ fn cases() -> Vec<Case> {
         good(
             "100k nested objects in an ignored Pod field",
             to_vec(&envelope(pod_request("u-deep-pod".into(), json!({}))))
-                .into_iter()
-                .collect::<Vec<u8>>()
                 .pipe(|body| {
                     let text = String::from_utf8(body).expect("utf8");
                     text.replacen(
@@ -447,13 +474,11 @@ fn cases() -> Vec<Case> {
             "u-cm",
             allowed_unchanged,
         ),
-        // Read positionally as [metadata, spec] (see the ignored bug test below); with no image in it,
-        // the answer is still right: allowed, nothing to patch.
-        good(
-            "a Pod CREATE whose object is a list without images",
+        bad(
+            "a Pod CREATE whose object is a list",
             to_vec(&envelope(pod_request("u-list".into(), json!([{"name": "p"}])))),
-            "u-list",
-            allowed_unchanged,
+            400,
+            BAD_POD,
         ),
         good(
             "a ConfigMap CREATE whose object is a list",
@@ -765,13 +790,12 @@ async fn hostile_requests_get_a_review_or_a_clear_4xx_and_the_server_keeps_servi
     );
 }
 
-/// A Pod (or its spec) that is a JSON array is not a Pod. serde's derived `Deserialize` reads a struct
-/// from an array positionally, so `[metadata, spec]` is taken for a Pod and gets a patch
-/// (`add /spec/imagePullSecrets`) that cannot apply to an array. The API server never sends such an
-/// object, so there is no harm in a cluster; the answer is wrong all the same (README: a Pod that
-/// cannot be read is a 400).
+/// A Pod (or its spec, or a container) that is a JSON array is not a Pod. serde's derived
+/// `Deserialize` reads a struct from an array positionally, so `[metadata, spec]` was taken for a
+/// Pod and got a patch (`add /spec/imagePullSecrets`) that cannot apply to an array (found by the
+/// `review_to_response` fuzz target; fixed by `decision::object_only`). The answer must be a 400, or
+/// at least a patch that applies.
 #[tokio::test]
-#[ignore = "bug: PodView reads a JSON array positionally (serde visit_seq); the patch does not apply (see docs/RELIABILITY.md)"]
 async fn a_pod_that_is_a_json_array_is_not_patched() {
     let _serial = SERIAL.lock().await;
     let server = start(None, server_options()).await;
@@ -825,7 +849,7 @@ async fn read_until_closed<R: tokio::io::AsyncRead + Unpin>(
 #[tokio::test]
 async fn slowloris_headers_are_cut_off_after_the_header_read_timeout() {
     let _serial = SERIAL.lock().await;
-    let server = start(None, server_options()).await;
+    let server = start(None, short_timeouts()).await;
     let mut tls = server.client.tls_stream(&[b"http/1.1"]).await.expect("tls");
     tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: appl")
         .await
@@ -846,13 +870,13 @@ async fn slowloris_headers_are_cut_off_after_the_header_read_timeout() {
 }
 
 /// A client that completes the TLS handshake and then sends nothing (or only the first bytes of the
-/// HTTP/2 preface) is never timed out: hyper-util's `auto::Builder` first reads the connection's
+/// HTTP/2 preface) must be timed out. hyper-util's `auto::Builder` first reads the connection's
 /// first bytes to choose HTTP/1 or HTTP/2 (`ReadVersion`), with no timeout, and the HTTP/1
-/// header-read timeout only starts after that. Each such connection holds one of the
-/// `max_connections` slots for as long as the client likes, so that many idle connections lock
-/// every client out, the API server included.
+/// header-read timeout only starts after that; without a timeout of the server's own, each such
+/// connection held one of the `max_connections` slots for as long as the client liked, so that many
+/// idle connections locked every client out, the API server included (finding 1 in
+/// docs/RELIABILITY.md).
 #[tokio::test]
-#[ignore = "bug: an idle TLS connection (no request bytes) is never closed and holds a max_connections slot forever (see docs/RELIABILITY.md)"]
 async fn idle_tls_connections_are_closed_and_cannot_lock_the_server_out() {
     let _serial = SERIAL.lock().await;
     const SLOTS: usize = 4;
@@ -860,7 +884,7 @@ async fn idle_tls_connections_are_closed_and_cannot_lock_the_server_out() {
         None,
         ServerOptions {
             max_connections: SLOTS,
-            ..server_options()
+            ..short_timeouts()
         },
     )
     .await;
@@ -888,11 +912,13 @@ async fn idle_tls_connections_are_closed_and_cannot_lock_the_server_out() {
     }
 }
 
+/// A client that sends complete headers and then stalls its body must not hold the connection (and
+/// its `max_connections` slot) forever: the header-read timeout is over once the headers are in
+/// (finding 2 in docs/RELIABILITY.md).
 #[tokio::test]
-#[ignore = "bug: no body-read timeout; a client that sends headers and then stalls its body holds a connection (and a max_connections slot) forever (see docs/RELIABILITY.md)"]
 async fn a_stalled_body_is_cut_off() {
     let _serial = SERIAL.lock().await;
-    let server = start(None, server_options()).await;
+    let server = start(None, short_timeouts()).await;
     let mut tls = server.client.tls_stream(&[b"http/1.1"]).await.expect("tls");
     tls.write_all(
         b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"apiVersion\"",
@@ -900,17 +926,27 @@ async fn a_stalled_body_is_cut_off() {
     .await
     .expect("write");
     // The API server's own timeout is at most 30 s: a body still incomplete after that is abandoned.
-    let read = read_until_closed(&mut tls, BOUND).await;
+    let started = Instant::now();
+    let read = read_until_closed(&mut tls, BOUND)
+        .await
+        .unwrap_or_else(|| panic!("a request whose body stalls is still open after {BOUND:?}"));
+    let text = String::from_utf8_lossy(&read);
     assert!(
-        read.is_some(),
-        "a request whose body stalls is still open after {BOUND:?}"
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "a stalled body got {text:?}"
     );
+    println!(
+        "stalled body: closed after {:?} with {:?}",
+        started.elapsed(),
+        text.lines().next().unwrap_or("")
+    );
+    assert_still_serving(&server, "stalled body").await;
 }
 
 #[tokio::test]
 async fn a_tls_handshake_that_never_completes_is_cut_off() {
     let _serial = SERIAL.lock().await;
-    let server = start(None, server_options()).await;
+    let server = start(None, short_timeouts()).await;
     let addr = server.app.local_addr();
 
     // 1. Connect and send nothing.
@@ -944,7 +980,7 @@ async fn a_tls_handshake_that_never_completes_is_cut_off() {
 #[tokio::test]
 async fn plain_http_on_the_tls_port_is_refused() {
     let _serial = SERIAL.lock().await;
-    let server = start(None, server_options()).await;
+    let server = start(None, short_timeouts()).await;
     let mut tcp = tokio::net::TcpStream::connect(server.app.local_addr())
         .await
         .expect("tcp");
@@ -975,7 +1011,7 @@ async fn abandoned_connections_give_their_slots_back() {
         None,
         ServerOptions {
             max_connections: SLOTS,
-            ..server_options()
+            ..short_timeouts()
         },
     )
     .await;
