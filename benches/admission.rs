@@ -17,6 +17,10 @@
 //! bash benches/instructions.sh                   # instructions per review (callgrind), noise-free
 //! ```
 
+#[path = "support/json.rs"]
+mod json;
+use json::compact;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::Path;
@@ -117,31 +121,6 @@ fn fixture(name: &str) -> Vec<u8> {
         .join("tests/fixtures/admission-reviews")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// Removes the whitespace outside strings: the fixture is pretty-printed, the API server sends
-/// compact JSON (Go's `json.Marshal`).
-fn compact(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if !b.is_ascii_whitespace() {
-            if b == b'"' {
-                in_string = true;
-            }
-            out.push(b);
-        }
-    }
-    out
 }
 
 /// Byte range of the JSON array value that follows `key` (`"containers":[ ... ]`), brackets included.

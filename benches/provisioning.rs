@@ -17,6 +17,10 @@
 //! through a kubeconfig. The fake API and the HTTPS clients run in this process, so their memory is
 //! not in the webhook's RSS.
 
+#[path = "support/json.rs"]
+mod json;
+use json::compact;
+
 #[path = "../tests/support/fake_api.rs"]
 mod fake_api;
 #[path = "../tests/support/tls_client.rs"]
@@ -71,29 +75,6 @@ impl Webhook {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-fn compact(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if !b.is_ascii_whitespace() {
-            if b == b'"' {
-                in_string = true;
-            }
-            out.push(b);
-        }
-    }
-    out
 }
 
 /// The review with every `"namespace":"..."` set to `ns` (compact JSON).

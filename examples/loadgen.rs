@@ -20,6 +20,10 @@
 //! loadgen --target 127.0.0.1:8443 --ca certs/dev/ca.crt --body review.json --rate 1000 --duration 20s --connections 16 --json
 //! ```
 
+#[path = "../benches/support/json.rs"]
+mod json;
+use json::compact;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -108,30 +112,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("bad duration unit in {text:?} (ms, s or m)")),
     };
     Ok(Duration::from_secs_f64(seconds))
-}
-
-/// Whitespace outside strings removed.
-fn compact(json: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if !b.is_ascii_whitespace() {
-            if b == b'"' {
-                in_string = true;
-            }
-            out.push(b);
-        }
-    }
-    out
 }
 
 /// Every `"namespace":"..."` (compact JSON: request.namespace, object.metadata.namespace) set to `ns`.
