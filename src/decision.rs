@@ -1,5 +1,5 @@
 //! The pure decision: which pull Secrets a Pod needs, which of them it lacks, and the JSON Patch
-//! that adds them. Works on a borrowed view of the Pod that reads only what the decision needs
+//! that adds them. Works on a view of the Pod that reads only what the decision needs
 //! (images, existing pull Secrets, the opt-out label/annotation), so a large Pod costs little.
 
 use std::borrow::Cow;
