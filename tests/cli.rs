@@ -224,14 +224,7 @@ fn serve_reads_flags_from_the_environment_and_stops_cleanly_on_sigterm() {
 #[test]
 fn k3s_registries_renders_a_registries_yaml_whose_passwords_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let private_key = rcgen::KeyPair::generate().expect("key").serialize_pem();
-    let key = serde_json::to_string_pretty(&serde_json::json!({
-        "type": "service_account",
-        "private_key": private_key,
-        "client_email": "puller@acme.iam.gserviceaccount.com",
-    }))
-    .expect("json")
-        + "\n";
+    let key = support::service_account_key("k1");
     std::fs::write(dir.path().join("key.json"), &key).expect("key");
     std::fs::write(dir.path().join("username"), "ci\n").expect("user");
     std::fs::write(

@@ -40,20 +40,6 @@ const MAX_PER_CONNECTION: u64 = 5_000;
 /// How long each phase runs under load.
 const PHASE: Duration = Duration::from_millis(1_000);
 
-fn service_account_key() -> String {
-    let private_key = rcgen::KeyPair::generate().expect("key").serialize_pem();
-    serde_json::to_string_pretty(&json!({
-        "type": "service_account",
-        "project_id": "acme-prod",
-        "private_key_id": "k1",
-        "private_key": private_key,
-        "client_email": "puller@acme-prod.iam.gserviceaccount.com",
-        "client_id": "104",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    }))
-    .expect("json")
-}
-
 fn config(key_dir: &std::path::Path, budget: &str) -> String {
     format!(
         "registries:\n- name: gcp\n  preset: gcp\n  secretName: {SECRET}\n  credentials:\n    gcpJsonKey: {{file: {}/key.json}}\nprovisioning: {{budget: {budget}}}\n",
@@ -137,7 +123,7 @@ async fn wait_metric(server: &TestServer, needle: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_admission_request_fails_while_everything_around_it_does() {
     let temp = tempfile::tempdir().expect("tempdir");
-    let key = service_account_key();
+    let key = support::service_account_key("k1");
     let key_dir = KubeletDir::create(
         &temp.path().join("credentials/gcp"),
         &[("key.json", key.as_bytes())],
@@ -445,7 +431,7 @@ async fn shutdown_under_load_answers_every_request_in_flight_and_refuses_new_con
 #[tokio::test]
 async fn a_foreign_secret_seen_first_by_the_watch_still_warns_the_first_pod() {
     let temp = tempfile::tempdir().expect("tempdir");
-    let key = service_account_key();
+    let key = support::service_account_key("k1");
     let key_dir = KubeletDir::create(
         &temp.path().join("credentials/gcp"),
         &[("key.json", key.as_bytes())],

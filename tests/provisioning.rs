@@ -21,22 +21,6 @@ const SECRET: &str = "gcr-pull";
 /// Long enough for a convergence that works; only a broken test waits this long.
 const CONVERGE: Duration = Duration::from_secs(10);
 
-/// A GCP service-account key file as gcloud writes it, with a key made now.
-fn service_account_key(key_id: &str) -> String {
-    let private_key = rcgen::KeyPair::generate().expect("key").serialize_pem();
-    let key = json!({
-        "type": "service_account",
-        "project_id": "acme-prod",
-        "private_key_id": key_id,
-        "private_key": private_key,
-        "client_email": "puller@acme-prod.iam.gserviceaccount.com",
-        "client_id": "104",
-        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    });
-    serde_json::to_string_pretty(&key).expect("json") + "\n"
-}
-
 struct Harness {
     api: Arc<FakeApi>,
     server: TestServer,
@@ -65,7 +49,7 @@ impl Harness {
     /// Another injector replica (own key volume, same key) against an existing API.
     async fn start_against(api: Arc<FakeApi>, budget: &str) -> Self {
         let temp = tempfile::tempdir().expect("tempdir");
-        let key = service_account_key("k1");
+        let key = support::service_account_key("k1");
         Self::start_with_key(api, budget, temp, key).await
     }
 
@@ -518,7 +502,7 @@ async fn key_rotation_updates_every_namespace_in_place() {
         .map(|ns| h.secret(ns).expect("Secret"))
         .collect();
 
-    let new_key = service_account_key("k2");
+    let new_key = support::service_account_key("k2");
     h.key_dir.update(&[("key.json", new_key.as_bytes())]);
     let expected_password = new_key.trim_end_matches('\n').to_owned();
     let rotated = h

@@ -19,6 +19,23 @@ use tempfile::TempDir;
 
 pub use tls_client::TlsClient;
 
+/// A GCP service-account key file as `gcloud iam service-accounts keys create` writes it (pretty JSON,
+/// trailing newline), with a private key made now.
+pub fn service_account_key(key_id: &str) -> String {
+    let private_key = rcgen::KeyPair::generate().expect("key").serialize_pem();
+    let key = serde_json::json!({
+        "type": "service_account",
+        "project_id": "acme-prod",
+        "private_key_id": key_id,
+        "private_key": private_key,
+        "client_email": "puller@acme-prod.iam.gserviceaccount.com",
+        "client_id": "104",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    serde_json::to_string_pretty(&key).expect("json") + "\n"
+}
+
 pub const GCP_CONFIG: &str = "registries:\n- {name: gcp, preset: gcp, secretName: gcr-pull}\n";
 
 /// A directory updated the way the kubelet updates ConfigMap and Secret volumes: files are symlinks
