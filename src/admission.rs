@@ -3,14 +3,13 @@
 //! anything else is allowed unchanged. Malformed input is an [`AdmissionError`] (an HTTP 4xx), never a panic.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, FailureMode};
-use crate::decision::{ContainerSet, Decision, ObjectOnly, PodView, Skip, decide};
+use crate::decision::{ContainerSet, Decision, PodView, Skip, decide};
+use crate::json_reader::{JsonError, Reader, Seen};
 use crate::pull_secret::{EnsureOutcome, EnsureRequest, PullSecrets};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -37,45 +36,6 @@ pub enum AdmissionError {
     InvalidPod(String),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope<'a, O> {
-    #[serde(borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(default = "Option::default")]
-    request: Option<Request<'a, O>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Request<'a, O> {
-    #[serde(borrow, default)]
-    uid: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    resource: Option<GroupVersionResource<'a>>,
-    #[serde(borrow, default)]
-    sub_resource: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    namespace: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    operation: Option<Cow<'a, str>>,
-    #[serde(default)]
-    dry_run: Option<bool>,
-    #[serde(default = "Option::default")]
-    object: Option<O>,
-    // oldObject, userInfo, options, ...: skipped unread.
-}
-
-#[derive(Debug, Deserialize)]
-struct GroupVersionResource<'a> {
-    #[serde(borrow, default)]
-    group: Cow<'a, str>,
-    #[serde(borrow, default)]
-    resource: Cow<'a, str>,
-}
-
 /// A parsed review. The Pod view borrows from the request body.
 #[derive(Debug)]
 pub struct Review<'a> {
@@ -95,29 +55,64 @@ pub enum Target {
     Other,
 }
 
-/// Parses a request body. One pass in the common case: the Pod is read straight into its view.
-pub fn parse_review(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
-    match serde_json::from_slice::<Envelope<'_, ObjectOnly<PodView<'_>>>>(body) {
-        Ok(envelope) => review_from(envelope, |object| object.map(|o| o.0).unwrap_or_default()),
-        Err(first_error) => {
-            // The object may not be shaped like a Pod (another resource, or a broken Pod): read the
-            // envelope alone to tell a review of something else from a bad one.
-            let envelope = serde_json::from_slice::<Envelope<'_, serde::de::IgnoredAny>>(body)
-                .map_err(|e| AdmissionError::Malformed(e.to_string()))?;
-            let review = review_from(envelope, |_| PodView::default())?;
-            match review.target {
-                Target::Other => Ok(review),
-                _ => Err(AdmissionError::InvalidPod(first_error.to_string())),
-            }
-        }
-    }
+/// The request fields read from the envelope; the object is kept as text until the target is known.
+#[derive(Default)]
+struct RequestFields<'a> {
+    uid: Option<Cow<'a, str>>,
+    is_pods: bool,
+    sub_resource: Option<Cow<'a, str>>,
+    namespace: Option<Cow<'a, str>>,
+    operation: Option<Cow<'a, str>>,
+    dry_run: Option<bool>,
+    object: Object<'a>,
+    // oldObject, userInfo, options, ...: skipped.
 }
 
-fn review_from<'a, O>(
-    envelope: Envelope<'a, O>,
-    pod: impl FnOnce(Option<O>) -> PodView<'a>,
-) -> Result<Review<'a>, AdmissionError> {
-    match envelope.api_version.as_deref() {
+/// `request.object`, read as a Pod when the fields before it say it is one (the API server writes
+/// `resource` and `operation` first), else kept as checked text.
+#[derive(Default)]
+enum Object<'a> {
+    #[default]
+    Absent,
+    Text(&'a [u8]),
+    Pod(PodView<'a>),
+    /// Not readable as a Pod; an error only if the request turns out to be about a Pod.
+    NotAPod(JsonError),
+}
+
+/// Parses a request body in one pass. The Pod is read only for a Pod CREATE or an
+/// ephemeral-container update; for anything else its text is checked and skipped.
+pub fn parse_review(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
+    let malformed = |error: JsonError| AdmissionError::Malformed(error.to_string());
+    let mut reader = Reader::new(body);
+    let mut api_version = None;
+    let mut kind = None;
+    let mut request = None;
+    let mut seen = Seen::default();
+    reader
+        .read_object("an AdmissionReview object", |r, key| {
+            if key.is("apiVersion") {
+                seen.first(0, "apiVersion", &key)?;
+                api_version = r.read_optional_str("a string for apiVersion")?;
+            } else if key.is("kind") {
+                seen.first(1, "kind", &key)?;
+                kind = r.read_optional_str("a string for kind")?;
+            } else if key.is("request") {
+                seen.first(2, "request", &key)?;
+                request = if r.take_null()? {
+                    None
+                } else {
+                    Some(read_request(r)?)
+                };
+            } else {
+                r.skip_value()?;
+            }
+            Ok(())
+        })
+        .map_err(malformed)?;
+    reader.finish().map_err(malformed)?;
+
+    match api_version.as_deref() {
         Some(API_VERSION) => {}
         other => {
             return Err(AdmissionError::UnsupportedVersion(
@@ -125,7 +120,7 @@ fn review_from<'a, O>(
             ));
         }
     }
-    match envelope.kind.as_deref() {
+    match kind.as_deref() {
         Some(KIND) => {}
         other => {
             return Err(AdmissionError::UnsupportedKind(
@@ -133,17 +128,13 @@ fn review_from<'a, O>(
             ));
         }
     }
-    let request = envelope.request.ok_or(AdmissionError::MissingRequest)?;
+    let request = request.ok_or(AdmissionError::MissingRequest)?;
     let uid = request
         .uid
         .filter(|uid| !uid.is_empty())
         .ok_or(AdmissionError::MissingUid)?;
-    let is_pods = request
-        .resource
-        .as_ref()
-        .is_some_and(|r| r.group.is_empty() && r.resource == "pods");
     let target = match (
-        is_pods,
+        request.is_pods,
         request.operation.as_deref(),
         request.sub_resource.as_deref().unwrap_or(""),
     ) {
@@ -151,7 +142,14 @@ fn review_from<'a, O>(
         (true, Some("UPDATE"), "ephemeralcontainers") => Target::EphemeralContainers,
         _ => Target::Other,
     };
-    let pod = pod(request.object);
+    let not_a_pod =
+        |error: JsonError| AdmissionError::InvalidPod(format!("{error} (in the object)"));
+    let pod = match (target, request.object) {
+        (Target::Other, _) | (_, Object::Absent) => PodView::default(),
+        (_, Object::Pod(pod)) => pod,
+        (_, Object::Text(text)) => PodView::from_json(text).map_err(not_a_pod)?,
+        (_, Object::NotAPod(error)) => return Err(not_a_pod(error)),
+    };
     let namespace = request
         .namespace
         .filter(|ns| !ns.is_empty())
@@ -164,6 +162,78 @@ fn review_from<'a, O>(
         dry_run: request.dry_run.unwrap_or(false),
         pod,
     })
+}
+
+fn read_request<'a>(reader: &mut Reader<'a>) -> Result<RequestFields<'a>, JsonError> {
+    let mut request = RequestFields::default();
+    let mut seen = Seen::default();
+    reader.read_object("an object for request", |r, key| {
+        if key.is("uid") {
+            seen.first(0, "uid", &key)?;
+            request.uid = r.read_optional_str("a string for uid")?;
+        } else if key.is("resource") {
+            seen.first(1, "resource", &key)?;
+            request.is_pods = read_is_core_pods(r)?;
+        } else if key.is("subResource") {
+            seen.first(2, "subResource", &key)?;
+            request.sub_resource = r.read_optional_str("a string for subResource")?;
+        } else if key.is("namespace") {
+            seen.first(3, "namespace", &key)?;
+            request.namespace = r.read_optional_str("a string for namespace")?;
+        } else if key.is("operation") {
+            seen.first(4, "operation", &key)?;
+            request.operation = r.read_optional_str("a string for operation")?;
+        } else if key.is("dryRun") {
+            seen.first(5, "dryRun", &key)?;
+            request.dry_run = r.read_optional_bool("a boolean for dryRun")?;
+        } else if key.is("object") {
+            seen.first(6, "object", &key)?;
+            let maybe_pod = request.is_pods
+                && matches!(request.operation.as_deref(), Some("CREATE" | "UPDATE"));
+            request.object = if r.take_null()? {
+                Object::Absent
+            } else if maybe_pod {
+                let start = r.position();
+                match PodView::read(r) {
+                    Ok(pod) => Object::Pod(pod),
+                    Err(error) => {
+                        // Skip it as plain JSON: a bad Pod is only an error for a Pod request.
+                        r.set_position(start);
+                        r.skip_value()?;
+                        Object::NotAPod(error)
+                    }
+                }
+            } else {
+                Object::Text(r.skip_value()?)
+            };
+        } else {
+            r.skip_value()?;
+        }
+        Ok(())
+    })?;
+    Ok(request)
+}
+
+/// Whether `request.resource` is the core group's `pods`.
+fn read_is_core_pods(reader: &mut Reader<'_>) -> Result<bool, JsonError> {
+    if reader.take_null()? {
+        return Ok(false);
+    }
+    let (mut group, mut resource) = (Cow::Borrowed(""), Cow::Borrowed(""));
+    let mut seen = Seen::default();
+    reader.read_object("an object for resource", |r, key| {
+        if key.is("group") {
+            seen.first(0, "group", &key)?;
+            group = r.read_str("a string for resource.group")?;
+        } else if key.is("resource") {
+            seen.first(1, "resource", &key)?;
+            resource = r.read_str("a string for resource.resource")?;
+        } else {
+            r.skip_value()?;
+        }
+        Ok(())
+    })?;
+    Ok(group.is_empty() && resource == "pods")
 }
 
 /// What the webhook did with a review, for metrics and logs.
@@ -203,31 +273,8 @@ pub struct Answer {
     pub warnings: Vec<String>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseEnvelope<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: Response<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Response<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<Status>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    /// `[]byte` in the Go type: base64 text in JSON.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-}
-
-#[derive(Serialize)]
+/// Why a review is refused (`response.status`).
+#[derive(Debug)]
 struct Status {
     code: u16,
     message: String,
@@ -371,47 +418,79 @@ fn finish(
     warnings: Vec<String>,
     status: Option<Status>,
 ) -> Answer {
-    let patch = decision.and_then(Decision::patch).map(|patch| {
-        // Serializing a Patch of plain strings cannot fail.
-        let json = serde_json::to_vec(&patch).unwrap_or_default();
-        base64::engine::general_purpose::STANDARD.encode(json)
-    });
-    let envelope = ResponseEnvelope {
-        api_version: API_VERSION,
-        kind: KIND,
-        response: Response {
-            uid: &review.uid,
-            allowed: status.is_none(),
-            status,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-            warnings: &warnings,
-        },
-    };
-    let body = serde_json::to_vec(&envelope).unwrap_or_default();
+    let patch = decision.and_then(Decision::patch_json);
     Answer {
-        body,
+        body: response_json(&review.uid, status.as_ref(), patch.as_deref(), &warnings),
         outcome,
         injected,
         warnings,
     }
 }
 
+/// The AdmissionReview response: `uid` echoed, `allowed` unless there is a `status`, the patch
+/// (`[]byte` in the Go type: base64 text in JSON) and the warnings.
+fn response_json(
+    uid: &str,
+    status: Option<&Status>,
+    patch: Option<&[u8]>,
+    warnings: &[String],
+) -> Vec<u8> {
+    use crate::json_writer::{string, string_array};
+    let warnings_len: usize = warnings.iter().map(|w| w.len() + 4).sum();
+    let patch_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
+    let mut out = Vec::with_capacity(160 + uid.len() + patch_len + warnings_len);
+    out.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    string(&mut out, uid);
+    out.extend_from_slice(if status.is_none() {
+        br#","allowed":true"#.as_slice()
+    } else {
+        br#","allowed":false"#.as_slice()
+    });
+    if let Some(status) = status {
+        out.extend_from_slice(br#","status":{"code":"#);
+        out.extend_from_slice(status.code.to_string().as_bytes());
+        out.extend_from_slice(br#","message":"#);
+        string(&mut out, &status.message);
+        out.push(b'}');
+    }
+    if let Some(patch) = patch {
+        out.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+        let start = out.len();
+        out.resize(start + patch_len, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(patch, &mut out[start..])
+            .unwrap_or(0);
+        out.truncate(start + written);
+        out.push(b'"');
+    }
+    if !warnings.is_empty() {
+        out.extend_from_slice(br#","warnings":"#);
+        string_array(&mut out, warnings);
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
 fn push_warning(warnings: &mut Vec<String>, message: String) {
+    const PREFIX: &str = "pullsecret-injector: ";
     if warnings.len() >= MAX_WARNINGS {
         return;
     }
-    let mut text = String::with_capacity(MAX_WARNING_CHARS + 24);
-    text.push_str("pullsecret-injector: ");
-    if message.chars().count() + text.len() > MAX_WARNING_CHARS {
-        let keep = MAX_WARNING_CHARS.saturating_sub(text.len() + 3);
-        let _ = write!(
-            text,
-            "{}...",
-            message.chars().take(keep).collect::<String>()
-        );
-    } else {
+    // Counted in characters, as Kubernetes counts them.
+    let room = MAX_WARNING_CHARS - PREFIX.len();
+    let mut text = String::with_capacity(PREFIX.len() + message.len().min(4 * room));
+    text.push_str(PREFIX);
+    if message.len() <= room || message.char_indices().nth(room).is_none() {
         text.push_str(&message);
+    } else {
+        let cut = message
+            .char_indices()
+            .nth(room - 3)
+            .map_or(message.len(), |(at, _)| at);
+        text.push_str(&message[..cut]);
+        text.push_str("...");
     }
     warnings.push(text);
 }
@@ -562,6 +641,77 @@ mod tests {
     }
 
     #[test]
+    fn the_written_response_is_what_serde_would_write() {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct ResponseEnvelope<'a> {
+            api_version: &'static str,
+            kind: &'static str,
+            response: Response<'a>,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Response<'a> {
+            uid: &'a str,
+            allowed: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            status: Option<StatusJson<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            patch_type: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            patch: Option<String>,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            warnings: &'a [String],
+        }
+        #[derive(serde::Serialize)]
+        struct StatusJson<'a> {
+            code: u16,
+            message: &'a str,
+        }
+        let patch =
+            br#"[{"op":"add","path":"/spec/imagePullSecrets","value":[{"name":"gcr-pull"}]}]"#;
+        let warnings = [
+            "pullsecret-injector: \"quoted\" \u{e9}".to_owned(),
+            "second".to_owned(),
+        ];
+        let status = Status {
+            code: 503,
+            message: "not \"ready\"\n".into(),
+        };
+        for uid in ["u-1", "u-\"\\\n\u{0}\u{1f600}"] {
+            for (status, patch, warnings) in [
+                (None, None, &[][..]),
+                (None, Some(&patch[..]), &warnings[..]),
+                (None, Some(&b"[1]"[..]), &[][..]),
+                (Some(&status), None, &warnings[..]),
+            ] {
+                let expected = serde_json::to_vec(&ResponseEnvelope {
+                    api_version: API_VERSION,
+                    kind: KIND,
+                    response: Response {
+                        uid,
+                        allowed: status.is_none(),
+                        status: status.map(|s| StatusJson {
+                            code: s.code,
+                            message: &s.message,
+                        }),
+                        patch_type: patch.map(|_| "JSONPatch"),
+                        patch: patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+                        warnings,
+                    },
+                })
+                .expect("json");
+                let written = response_json(uid, status, patch, warnings);
+                assert_eq!(
+                    String::from_utf8_lossy(&written),
+                    String::from_utf8_lossy(&expected),
+                    "uid {uid:?}, status {status:?}, patch {patch:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn timeout_query_is_read() {
         assert_eq!(
             timeout_from_query(Some("timeout=10s")),
@@ -599,6 +749,19 @@ mod tests {
         push_warning(&mut warnings, "x".repeat(500));
         assert_eq!(warnings[0].chars().count(), MAX_WARNING_CHARS);
         assert!(warnings[0].ends_with("..."));
+        // Characters, not bytes: 99 two-byte letters fit (with the 21-character prefix), 100 do not.
+        for (letters, fits) in [(98, true), (99, true), (100, false), (300, false)] {
+            let mut warnings = Vec::new();
+            push_warning(&mut warnings, "\u{e9}".repeat(letters));
+            let chars = warnings[0].chars().count();
+            if fits {
+                assert_eq!(chars, 21 + letters, "{letters} letters");
+                assert!(!warnings[0].ends_with("..."));
+            } else {
+                assert_eq!(chars, MAX_WARNING_CHARS, "{letters} letters");
+                assert!(warnings[0].ends_with("\u{e9}..."));
+            }
+        }
         for _ in 0..20 {
             push_warning(&mut warnings, "y".into());
         }

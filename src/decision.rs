@@ -3,111 +3,214 @@
 //! (images, existing pull Secrets, the opt-out label/annotation), so a large Pod costs little.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::config::{Config, Registry};
+use crate::json_reader::{JsonError, Reader, Seen};
 use crate::reference::{HostPattern, ImageReference, ReferenceError};
 
-/// The parts of a Pod the decision reads. Everything else is skipped by the parser unread.
-///
-/// Every view is read from JSON objects only (`object_only`): serde's derived structs would also
-/// accept an array and read it field by field, which would take garbage for a Pod.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The parts of a Pod the decision reads. Everything else is skipped unread
+/// ([`PodView::read`]). Strings without JSON escapes borrow from the request body.
+#[derive(Debug, Default)]
 pub struct PodView<'a> {
-    #[serde(borrow, default, deserialize_with = "object_only")]
     pub metadata: PodMetadataView<'a>,
-    #[serde(borrow, default, deserialize_with = "optional_object")]
     pub spec: Option<PodSpecView<'a>>,
 }
 
-/// Deserializes a struct from a JSON object, refusing the array form serde derives also accept.
-pub fn object_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    struct ObjectVisitor<T>(std::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-        }
-    }
-    deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
-}
-
-fn optional_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<ObjectOnly<T>>::deserialize(deserializer).map(|o| o.map(|ObjectOnly(v)| v))
-}
-
-fn optional_objects<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<Vec<ObjectOnly<T>>>::deserialize(deserializer)
-        .map(|o| o.map(|items| items.into_iter().map(|ObjectOnly(v)| v).collect()))
-}
-
-/// A value that must be a JSON object.
-pub struct ObjectOnly<T>(pub T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        object_only(deserializer).map(ObjectOnly)
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct PodMetadataView<'a> {
-    #[serde(borrow, default)]
     pub namespace: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub labels: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
-    /// Raw values: annotations such as kubectl's last-applied-configuration can be large and are
-    /// never needed decoded.
-    #[serde(borrow, default)]
-    pub annotations: Option<BTreeMap<Cow<'a, str>, &'a RawValue>>,
+    /// In document order; a key given twice counts with its last value, as in a JSON map.
+    pub labels: Option<Entries<'a, Cow<'a, str>>>,
+    /// Values as raw JSON text: annotations such as kubectl's last-applied-configuration can be
+    /// large and are never needed decoded.
+    pub annotations: Option<Entries<'a, &'a [u8]>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Default)]
 pub struct PodSpecView<'a> {
-    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub init_containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub ephemeral_containers: Option<Vec<ContainerView<'a>>>,
-    #[serde(borrow, default, deserialize_with = "optional_objects")]
     pub image_pull_secrets: Option<Vec<SecretReferenceView<'a>>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct ContainerView<'a> {
-    #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     pub image: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct SecretReferenceView<'a> {
-    #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
+}
+
+impl<'a> PodView<'a> {
+    /// Reads a Pod from its JSON text (one value, nothing after it).
+    pub fn from_json(text: &'a [u8]) -> Result<Self, JsonError> {
+        let mut reader = Reader::new(text);
+        let pod = Self::read(&mut reader)?;
+        reader.finish()?;
+        Ok(pod)
+    }
+
+    /// Reads a Pod object. Only a JSON object is a Pod: an array or a scalar is refused. A field
+    /// given twice is refused too, except in maps (labels, annotations), where the last one counts.
+    pub fn read(reader: &mut Reader<'a>) -> Result<Self, JsonError> {
+        let mut pod = PodView::default();
+        let mut seen = Seen::default();
+        reader.read_object("a Pod object", |r, key| {
+            if key.is("metadata") {
+                seen.first(0, "metadata", &key)?;
+                pod.metadata = PodMetadataView::read(r)?;
+            } else if key.is("spec") {
+                seen.first(1, "spec", &key)?;
+                pod.spec = if r.take_null()? {
+                    None
+                } else {
+                    Some(PodSpecView::read(r)?)
+                };
+            } else {
+                r.skip_value()?;
+            }
+            Ok(())
+        })?;
+        Ok(pod)
+    }
+}
+
+impl<'a> PodMetadataView<'a> {
+    fn read(reader: &mut Reader<'a>) -> Result<Self, JsonError> {
+        let mut metadata = PodMetadataView::default();
+        let mut seen = Seen::default();
+        reader.read_object("an object for metadata", |r, key| {
+            if key.is("namespace") {
+                seen.first(0, "namespace", &key)?;
+                metadata.namespace = r.read_optional_str("a string for metadata.namespace")?;
+            } else if key.is("labels") {
+                seen.first(1, "labels", &key)?;
+                metadata.labels = read_optional_map(r, "an object for labels", |r| {
+                    r.read_str("a string label value")
+                })?;
+            } else if key.is("annotations") {
+                seen.first(2, "annotations", &key)?;
+                metadata.annotations =
+                    read_optional_map(r, "an object for annotations", Reader::skip_value)?;
+            } else {
+                r.skip_value()?;
+            }
+            Ok(())
+        })?;
+        Ok(metadata)
+    }
+}
+
+/// A JSON map's entries, in document order.
+pub type Entries<'a, V> = Vec<(Cow<'a, str>, V)>;
+
+fn read_optional_map<'a, V>(
+    reader: &mut Reader<'a>,
+    expected: &'static str,
+    mut value: impl FnMut(&mut Reader<'a>) -> Result<V, JsonError>,
+) -> Result<Option<Entries<'a, V>>, JsonError> {
+    if reader.take_null()? {
+        return Ok(None);
+    }
+    let mut entries = Vec::new();
+    reader.read_object(expected, |r, key| {
+        entries.push((key.decode()?, value(r)?));
+        Ok(())
+    })?;
+    Ok(Some(entries))
+}
+
+fn read_optional_list<'a, T>(
+    reader: &mut Reader<'a>,
+    expected: &'static str,
+    mut item: impl FnMut(&mut Reader<'a>) -> Result<T, JsonError>,
+) -> Result<Option<Vec<T>>, JsonError> {
+    if reader.take_null()? {
+        return Ok(None);
+    }
+    let mut items = Vec::new();
+    reader.read_array(expected, |r| {
+        items.push(item(r)?);
+        Ok(())
+    })?;
+    Ok(Some(items))
+}
+
+impl<'a> PodSpecView<'a> {
+    fn read(reader: &mut Reader<'a>) -> Result<Self, JsonError> {
+        let mut spec = PodSpecView::default();
+        let mut seen = Seen::default();
+        reader.read_object("an object for spec", |r, key| {
+            if key.is("containers") {
+                seen.first(0, "containers", &key)?;
+                spec.containers =
+                    read_optional_list(r, "a list of containers", ContainerView::read)?;
+            } else if key.is("initContainers") {
+                seen.first(1, "initContainers", &key)?;
+                spec.init_containers =
+                    read_optional_list(r, "a list of init containers", ContainerView::read)?;
+            } else if key.is("ephemeralContainers") {
+                seen.first(2, "ephemeralContainers", &key)?;
+                spec.ephemeral_containers =
+                    read_optional_list(r, "a list of ephemeral containers", ContainerView::read)?;
+            } else if key.is("imagePullSecrets") {
+                seen.first(3, "imagePullSecrets", &key)?;
+                spec.image_pull_secrets = read_optional_list(
+                    r,
+                    "a list of Secret references",
+                    SecretReferenceView::read,
+                )?;
+            } else {
+                r.skip_value()?;
+            }
+            Ok(())
+        })?;
+        Ok(spec)
+    }
+}
+
+impl<'a> ContainerView<'a> {
+    fn read(reader: &mut Reader<'a>) -> Result<Self, JsonError> {
+        let mut container = ContainerView::default();
+        let mut seen = Seen::default();
+        reader.read_object("a container object", |r, key| {
+            if key.is("name") {
+                seen.first(0, "name", &key)?;
+                container.name = r.read_optional_str("a string for the container name")?;
+            } else if key.is("image") {
+                seen.first(1, "image", &key)?;
+                container.image = r.read_optional_str("a string for the image")?;
+            } else {
+                r.skip_value()?;
+            }
+            Ok(())
+        })?;
+        Ok(container)
+    }
+}
+
+impl<'a> SecretReferenceView<'a> {
+    fn read(reader: &mut Reader<'a>) -> Result<Self, JsonError> {
+        let mut reference = SecretReferenceView::default();
+        let mut seen = Seen::default();
+        reader.read_object("a Secret reference object", |r, key| {
+            if key.is("name") {
+                seen.first(0, "name", &key)?;
+                reference.name = r.read_optional_str("a string for the Secret name")?;
+            } else {
+                r.skip_value()?;
+            }
+            Ok(())
+        })?;
+        Ok(reference)
+    }
 }
 
 impl PodView<'_> {
@@ -178,6 +281,40 @@ impl<'c> Decision<'c> {
         self.to_add().next().is_some()
     }
 
+    /// [`Decision::patch`] as JSON text, written directly (the answer path needs only the bytes).
+    pub fn patch_json(&self) -> Option<Vec<u8>> {
+        let mut names = self
+            .to_add()
+            .map(|r| r.registry.secret_name.as_str())
+            .peekable();
+        names.peek()?;
+        let mut json = Vec::with_capacity(128);
+        if self.field_absent {
+            json.extend_from_slice(br#"[{"op":"add","path":"/spec/imagePullSecrets","value":["#);
+            for (i, name) in names.enumerate() {
+                if i > 0 {
+                    json.push(b',');
+                }
+                write_name_entry(&mut json, name);
+            }
+            json.extend_from_slice(b"]}]");
+        } else {
+            json.push(b'[');
+            for (i, name) in names.enumerate() {
+                if i > 0 {
+                    json.push(b',');
+                }
+                json.extend_from_slice(
+                    br#"{"op":"add","path":"/spec/imagePullSecrets/-","value":"#,
+                );
+                write_name_entry(&mut json, name);
+                json.push(b'}');
+            }
+            json.push(b']');
+        }
+        Some(json)
+    }
+
     /// The JSON Patch (RFC 6902) that adds the missing entries; `None` when nothing changes.
     pub fn patch(&self) -> Option<Patch> {
         let names: Vec<&str> = self
@@ -206,6 +343,13 @@ impl<'c> Decision<'c> {
         };
         Some(Patch(operations))
     }
+}
+
+/// `{"name":<name>}`.
+fn write_name_entry(json: &mut Vec<u8>, name: &str) {
+    json.extend_from_slice(br#"{"name":"#);
+    crate::json_writer::string(json, name);
+    json.push(b'}');
 }
 
 /// Decides what a Pod needs. `namespace` is the request's namespace (the Pod's own may be unset).
@@ -274,19 +418,22 @@ fn skip_reason(config: &Config, namespace: &str, pod: &PodView<'_>) -> Option<Sk
         return Some(Skip::Namespace(namespace.to_owned()));
     }
     if let (Some(key), Some(labels)) = (&config.opt_out.label, &pod.metadata.labels)
-        && labels.get(key.as_str()).is_some_and(|v| is_true(v))
+        && last_value(labels, key).is_some_and(|v| is_true(v))
     {
         return Some(Skip::OptOutLabel(key.clone()));
     }
     if let (Some(key), Some(annotations)) = (&config.opt_out.annotation, &pod.metadata.annotations)
-        && annotations
-            .get(key.as_str())
-            .and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok())
-            .is_some_and(|v| is_true(v.as_ref()))
+        && last_value(annotations, key)
+            .and_then(|raw| Reader::new(raw).read_str("a string").ok())
+            .is_some_and(|v| is_true(&v))
     {
         return Some(Skip::OptOutAnnotation(key.clone()));
     }
     None
+}
+
+fn last_value<'v, V>(entries: &'v [(Cow<'_, str>, V)], key: &str) -> Option<&'v V> {
+    entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
 fn is_true(value: &str) -> bool {
@@ -324,13 +471,21 @@ mod tests {
 
     fn run(case: &Case, config: &Config) {
         let text = case.pod.to_string();
-        let view: PodView<'_> = serde_json::from_str(&text).expect("pod view");
+        let view = PodView::from_json(text.as_bytes()).expect("pod view");
         let decision = decide(config, case.namespace, &view, ContainerSet::PodCreate);
         assert_eq!(decision.skip, case.expect_skip, "{}: skip", case.name);
         assert_eq!(
             decision.invalid_images.len(),
             case.expect_invalid,
             "{}: invalid images",
+            case.name
+        );
+        assert_eq!(
+            decision.patch_json(),
+            decision
+                .patch()
+                .map(|p| serde_json::to_vec(&p).expect("json")),
+            "{}: the written patch is the serialized one",
             case.name
         );
         match (decision.patch(), &case.expect_after) {
@@ -550,7 +705,7 @@ mod tests {
     fn required_records_why() {
         let config = config();
         let text = pod(json!({"imagePullSecrets": [{"name": "gcr-pull"}], "containers": [{"name": "a", "image": "eu.gcr.io/p/app@sha256:4b6e0d4f5f3c2a1b0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f"}]})).to_string();
-        let view: PodView<'_> = serde_json::from_str(&text).expect("view");
+        let view = PodView::from_json(text.as_bytes()).expect("view");
         let decision = decide(&config, "team-a", &view, ContainerSet::PodCreate);
         assert_eq!(decision.required.len(), 1);
         let required = &decision.required[0];
@@ -565,7 +720,7 @@ mod tests {
     fn ephemeral_set_reads_only_ephemeral_containers() {
         let config = config();
         let text = pod(json!({"containers": [{"name": "a", "image": "gcr.io/p/a"}], "ephemeralContainers": [{"name": "d", "image": "harbor.example.com:8443/t/debug"}]})).to_string();
-        let view: PodView<'_> = serde_json::from_str(&text).expect("view");
+        let view = PodView::from_json(text.as_bytes()).expect("view");
         let decision = decide(&config, "team-a", &view, ContainerSet::Ephemeral);
         let names: Vec<&str> = decision
             .required
@@ -578,8 +733,11 @@ mod tests {
     #[test]
     fn view_keeps_annotation_values_raw() {
         let text = r#"{"metadata":{"annotations":{"big":"{\"a\":\"\\n\"}","pullsecret-injector.io/skip":"true"}}}"#;
-        let view: PodView<'_> = serde_json::from_str(text).expect("view");
+        let view = PodView::from_json(text.as_bytes()).expect("view");
         let annotations = view.metadata.annotations.expect("annotations");
-        assert_eq!(annotations["big"].get(), r#""{\"a\":\"\\n\"}""#);
+        assert_eq!(
+            last_value(&annotations, "big").copied(),
+            Some(br#""{\"a\":\"\\n\"}""#.as_slice())
+        );
     }
 }

@@ -14,6 +14,8 @@ pub mod decision;
 pub mod devcerts;
 pub mod duration;
 pub mod gcp_auth;
+pub mod json_reader;
+pub mod json_writer;
 pub mod k3s;
 pub mod metrics;
 pub mod preview;

@@ -52,7 +52,13 @@ impl<'a> ImageReference<'a> {
             return Err(ReferenceError::Empty);
         }
         let owned = || input.to_owned();
-        if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let has_space_or_control = if input.is_ascii() {
+            // ASCII whitespace and control characters are the bytes up to ' ', and DEL.
+            input.bytes().any(|b| b <= b' ' || b == 0x7f)
+        } else {
+            input.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if has_space_or_control {
             return Err(ReferenceError::Whitespace { input: owned() });
         }
         if input.contains("://") {
@@ -280,7 +286,13 @@ impl HostPattern {
             return Err(PatternError::Empty);
         }
         let owned = || input.to_owned();
-        if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let has_space_or_control = if input.is_ascii() {
+            // ASCII whitespace and control characters are the bytes up to ' ', and DEL.
+            input.bytes().any(|b| b <= b' ' || b == 0x7f)
+        } else {
+            input.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if has_space_or_control {
             return Err(PatternError::Whitespace { input: owned() });
         }
         // The kubelet strips only these two, lowercase, prefixes; anything else stays in the key.

@@ -5,7 +5,9 @@
 //!   uid, `allowed` is a bool;
 //! - a `patch`, when present, is base64 of an RFC 6902 patch with `patchType: JSONPatch`, and it
 //!   applies (json_patch) to the request's `object`, as the API server would apply it; afterwards
-//!   `spec.imagePullSecrets` is an array.
+//!   `spec.imagePullSecrets` is an array;
+//! - the Pod view read by the webhook's own JSON reader holds the same images and pull Secret names
+//!   as serde_json's reading of the same body (when serde_json accepts it).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -36,6 +38,36 @@ fuzz_target!(|data: &[u8]| {
     let Ok(review) = admission::parse_review(data) else {
         return;
     };
+    if review.target == Target::PodCreate
+        && let Ok(request) = serde_json::from_slice::<serde_json::Value>(data)
+    {
+        let spec = &request["request"]["object"]["spec"];
+        let general = |list: &str, field: &str| -> Vec<Option<String>> {
+            spec[list]
+                .as_array()
+                .map(|items| items.iter().map(|c| c[field].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
+        };
+        let view = review.pod.spec.as_ref();
+        let ours = |list: Option<&Vec<pullsecret_injector::decision::ContainerView<'_>>>| {
+            list.into_iter()
+                .flatten()
+                .map(|c| c.image.as_deref().map(str::to_owned))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ours(view.and_then(|s| s.containers.as_ref())), general("containers", "image"));
+        assert_eq!(
+            ours(view.and_then(|s| s.init_containers.as_ref())),
+            general("initContainers", "image")
+        );
+        let secrets: Vec<Option<String>> = view
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.as_deref().map(str::to_owned))
+            .collect();
+        assert_eq!(secrets, general("imagePullSecrets", "name"));
+    }
     let answer = futures::executor::block_on(admission::answer(
         &review,
         config(),
