@@ -82,7 +82,8 @@ pub struct ServeArgs {
     /// A request body must arrive within this time.
     #[arg(long, env = "PULLSECRET_INJECTOR_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub body_read_timeout: Duration,
-    /// A keep-alive connection with no request in flight is closed after this long.
+    /// A connection with no request in flight is closed after this long (an HTTP/1.1 keep-alive
+    /// connection already after the header-read timeout, when that is shorter).
     #[arg(long, env = "PULLSECRET_INJECTOR_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// Open connections at most; more wait to be accepted.

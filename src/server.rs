@@ -8,19 +8,21 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 use crate::admission::{self, Outcome};
 use crate::config::Config;
@@ -65,12 +67,37 @@ pub struct AppState {
     pub body_read_timeout: Duration,
 }
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/mutate", post(mutate))
-        .merge(probe_router())
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
+/// What the TLS port serves: `POST /mutate` straight on hyper, everything else (probes, metrics,
+/// 404s) through the probe router. The review path skips the router's per-request work (route
+/// lookup, service clones, extractors), which costs as much as a small handler.
+#[derive(Clone)]
+pub struct WebhookService {
+    state: AppState,
+    probes: Router,
+    max_body_bytes: usize,
+}
+
+impl WebhookService {
+    pub fn new(state: AppState, max_body_bytes: usize) -> Self {
+        Self {
+            probes: probe_router().with_state(state.clone()),
+            state,
+            max_body_bytes,
+        }
+    }
+
+    async fn handle(self, request: hyper::Request<Incoming>) -> Response {
+        if request.uri().path() != "/mutate" {
+            return match self.probes.oneshot(request.map(Body::new)).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+        }
+        if request.method() != Method::POST {
+            return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
+        }
+        mutate(&self.state, self.max_body_bytes, request).await
+    }
 }
 
 /// Health, readiness and metrics alone: what the optional plain-HTTP port serves.
@@ -100,7 +127,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+async fn mutate(
+    state: &AppState,
+    max_body_bytes: usize,
+    request: hyper::Request<Incoming>,
+) -> Response {
     let reject = |status: StatusCode, message: String| {
         state.metrics.request("rejected");
         tracing::warn!(status = status.as_u16(), %message, "admission request rejected");
@@ -123,23 +154,28 @@ async fn mutate(State(state): State<AppState>, request: Request) -> Response {
             format!("content-type must be application/json, got {got:?}"),
         );
     }
-    let uri = request.uri().clone();
-    // The body limit (DefaultBodyLimit) travels in the request's extensions: extract from the request itself.
-    let body = match tokio::time::timeout(
-        state.body_read_timeout,
-        Bytes::from_request(request, &state),
-    )
-    .await
-    {
-        Ok(Ok(body)) => body,
-        Ok(Err(rejection)) => return reject(rejection.status(), rejection.body_text()),
-        Err(_) => {
+    let timeout = admission::timeout_from_query(request.uri().query());
+    let body = match read_body(request.into_body(), max_body_bytes, state.body_read_timeout).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body length limit exceeded ({max_body_bytes} bytes)"),
+            );
+        }
+        Err(BodyError::TimedOut) => {
             return reject(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "request body not received within {:?}",
                     state.body_read_timeout
                 ),
+            );
+        }
+        Err(BodyError::Broken(error)) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                format!("request body could not be read: {error}"),
             );
         }
     };
@@ -149,7 +185,6 @@ async fn mutate(State(state): State<AppState>, request: Request) -> Response {
         Err(error) => return reject(StatusCode::BAD_REQUEST, error.to_string()),
     };
     let config = state.config.load_full();
-    let timeout = admission::timeout_from_query(uri.query());
     let answer = admission::answer(&review, &config, state.pull_secrets.as_ref(), timeout).await;
 
     state.metrics.request(answer.outcome.as_str());
@@ -187,6 +222,33 @@ async fn mutate(State(state): State<AppState>, request: Request) -> Response {
         .into_response()
 }
 
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Broken(String),
+}
+
+/// Reads a whole body of at most `limit` bytes within `timeout`. A body that came in with its
+/// headers (most do) is read without arming a timer.
+async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
+    use std::future::Future as _;
+    let collect = Limited::new(body, limit).collect();
+    tokio::pin!(collect);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match first {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => match tokio::time::timeout(timeout, collect).await {
+            Ok(result) => result,
+            Err(_) => return Err(BodyError::TimedOut),
+        },
+    };
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(error) => Err(BodyError::Broken(error.to_string())),
+    }
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -202,8 +264,10 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// A request body must arrive within this time.
     pub body_read_timeout: Duration,
-    /// A keep-alive connection with no request in flight is closed after this long. Above the API
-    /// server's own idle timeout (90 s), so the client, not the server, normally closes it.
+    /// A connection with no request in flight is closed after this long, or after the header-read
+    /// timeout if that is shorter: on HTTP/1.1, hyper's header-read timer also runs while a
+    /// keep-alive connection waits for its next request, so there the header-read timeout (10 s)
+    /// is what closes an idle connection, and the API server opens a new one for its next request.
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
     pub max_connections: usize,
@@ -229,7 +293,7 @@ impl Default for ServerOptions {
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    router: Router,
+    service: WebhookService,
     options: ServerOptions,
     shutdown: CancellationToken,
 ) {
@@ -268,10 +332,10 @@ pub async fn serve_tls(
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let activity = Arc::new(ConnectionActivity::new());
-        let service = TowerToHyperService::new(ActivityTracking {
-            inner: router.clone(),
+        let service = ActivityTracking {
+            inner: service.clone(),
             activity: activity.clone(),
-        });
+        };
         let watcher = graceful.watcher();
         let handshake_timeout = options.handshake_timeout;
         let (first_request_timeout, idle_timeout) =
@@ -331,38 +395,28 @@ impl ConnectionActivity {
 /// Counts a connection's requests in flight and marks when it goes idle.
 #[derive(Clone)]
 struct ActivityTracking {
-    inner: Router,
+    inner: WebhookService,
     activity: Arc<ConnectionActivity>,
 }
 
-impl tower::Service<axum::http::Request<hyper::body::Incoming>> for ActivityTracking {
+impl hyper::service::Service<hyper::Request<Incoming>> for ActivityTracking {
     type Response = Response;
     type Error = std::convert::Infallible;
     type Future =
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        tower::Service::<axum::http::Request<hyper::body::Incoming>>::poll_ready(
-            &mut self.inner,
-            cx,
-        )
-    }
-
-    fn call(&mut self, request: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         let activity = self.activity.clone();
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        let response = self.inner.call(request);
+        let inner = self.inner.clone();
         Box::pin(async move {
-            let response = response.await;
+            let response = inner.handle(request).await;
             if let Ok(mut idle_since) = activity.idle_since.lock() {
                 *idle_since = tokio::time::Instant::now();
             }
             activity.served.store(true, Ordering::Release);
             activity.in_flight.fetch_sub(1, Ordering::AcqRel);
-            response
+            Ok(response)
         })
     }
 }
@@ -414,13 +468,16 @@ impl<IO> IdleGuard<IO> {
                 .map(|t| *t)
                 .unwrap_or_else(|_| tokio::time::Instant::now());
             let deadline = since + limit;
-            if tokio::time::Instant::now() >= deadline {
-                return std::task::Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connection idle too long",
-                )));
-            }
-            if self.timer.deadline() != deadline {
+            // The deadline moves with every request; the timer is only moved when it fires (or
+            // when the deadline comes earlier), not on every read: a timer-wheel update per request
+            // costs more than the check.
+            if self.timer.deadline() > deadline || self.timer.is_elapsed() {
+                if tokio::time::Instant::now() >= deadline {
+                    return std::task::Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection idle too long",
+                    )));
+                }
                 self.timer.as_mut().reset(deadline);
             }
             if self.timer.as_mut().poll(cx).is_pending() {

@@ -19,7 +19,8 @@ use pullsecret_injector::pull_secret::ReferenceOnly;
 use pullsecret_injector::server::ServerOptions;
 use serde_json::{Value, json};
 use support::load::{
-    End, RawOutcome, chunked, http_request, raw_exchange, review_request, well_formed_review,
+    End, RawOutcome, chunked, http_request, parse_responses, raw_exchange, review_request,
+    well_formed_review,
 };
 use support::{GCP_CONFIG, TestOptions, TestServer, fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -910,6 +911,99 @@ async fn idle_tls_connections_are_closed_and_cannot_lock_the_server_out() {
             "idle connection {i} still open after {BOUND:?}"
         );
     }
+}
+
+/// A keep-alive connection that has been served lives on between requests, and is closed once it
+/// has been idle for the idle timeout, counted from its last answer. The idle timer is re-armed
+/// lazily (when it fires, not on every request), so this is the path that has to get it right.
+/// The header-read timeout is longer here: hyper also runs it while an HTTP/1.1 connection waits
+/// for its next request, so with the usual settings it is what closes an idle connection (checked
+/// at the end).
+#[tokio::test]
+async fn a_served_connection_lives_between_requests_and_closes_after_the_idle_timeout() {
+    let _serial = SERIAL.lock().await;
+    let idle_timeout = Duration::from_millis(1500);
+    let server = start(
+        None,
+        ServerOptions {
+            idle_timeout,
+            header_read_timeout: Duration::from_secs(5),
+            ..short_timeouts()
+        },
+    )
+    .await;
+    let mut tls = server.client.tls_stream(&[b"http/1.1"]).await.expect("tls");
+    let keep_alive = {
+        let request = String::from_utf8(review_request(&valid())).expect("utf8");
+        request
+            .replacen("Connection: close\r\n", "", 1)
+            .into_bytes()
+    };
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut last_answer = Instant::now();
+    for i in 0..4 {
+        if i > 0 {
+            // Longer than the header-read timeout of the other tests, shorter than the idle timeout.
+            tokio::time::sleep(HEADER_READ_TIMEOUT * 2).await;
+        }
+        tls.write_all(&keep_alive).await.expect("write");
+        let mut received = Vec::new();
+        let response = loop {
+            let n = tokio::time::timeout(BOUND, tls.read(&mut buffer))
+                .await
+                .expect("answer in time")
+                .expect("read");
+            assert!(n > 0, "request {i}: connection closed while in use");
+            received.extend_from_slice(&buffer[..n]);
+            if let Some(response) = parse_responses(&received).pop() {
+                break response;
+            }
+        };
+        assert_eq!(response.status, 200, "request {i}: {}", response.text());
+        last_answer = Instant::now();
+    }
+    assert!(
+        read_until_closed(&mut tls, BOUND).await.is_some(),
+        "connection still open {BOUND:?} after its last answer"
+    );
+    let idle_for = last_answer.elapsed();
+    assert!(
+        idle_for >= idle_timeout.mul_f32(0.9),
+        "closed after {idle_for:?} idle, before the idle timeout of {idle_timeout:?}"
+    );
+
+    // With the header-read timeout shorter than the idle timeout, that is what closes an idle
+    // connection: here the idle timeout is too long to close it within BOUND.
+    let server = start(
+        None,
+        ServerOptions {
+            idle_timeout: BOUND * 4,
+            ..short_timeouts()
+        },
+    )
+    .await;
+    let mut tls = server.client.tls_stream(&[b"http/1.1"]).await.expect("tls");
+    tls.write_all(&keep_alive).await.expect("write");
+    let answered = read_responses(&mut tls, 1).await;
+    assert_eq!(answered, 1);
+    let closed = read_until_closed(&mut tls, BOUND).await;
+    assert!(
+        closed.is_some_and(|rest| rest.is_empty()),
+        "closed with nothing more sent"
+    );
+}
+
+/// Reads from `tls` until `count` whole responses came in; how many did.
+async fn read_responses<S: tokio::io::AsyncRead + Unpin>(tls: &mut S, count: usize) -> usize {
+    let mut received = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    while parse_responses(&received).len() < count {
+        match tokio::time::timeout(BOUND, tls.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => received.extend_from_slice(&buffer[..n]),
+            _ => break,
+        }
+    }
+    parse_responses(&received).len()
 }
 
 /// A client that sends complete headers and then stalls its body must not hold the connection (and
