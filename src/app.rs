@@ -221,6 +221,10 @@ impl App {
             )?
         };
         background.push(cert_watch);
+        background.push(crate::memory::spawn_trimmer(
+            crate::memory::TrimPolicy::default(),
+            shutdown.clone(),
+        ));
 
         let metrics_addr = match options.metrics_listen {
             None => None,
@@ -245,11 +249,11 @@ impl App {
             }
         };
 
-        let router = server::router(state, options.max_body_bytes);
+        let service = server::WebhookService::new(state, options.max_body_bytes);
         let server = tokio::spawn(server::serve_tls(
             listener,
             tls,
-            router,
+            service,
             options.server,
             shutdown.clone(),
         ));

@@ -52,6 +52,13 @@ impl ContentHash {
         Self(Sha256::digest(bytes).into())
     }
 
+    /// The first 64 bits: enough to tell contents apart where many hashes are kept.
+    pub fn short(&self) -> u64 {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(head)
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         let hex = text.strip_prefix("sha256:")?;
         if hex.len() != 64 {

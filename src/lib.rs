@@ -17,6 +17,7 @@ pub mod gcp_auth;
 pub mod json_reader;
 pub mod json_writer;
 pub mod k3s;
+pub mod memory;
 pub mod metrics;
 pub mod preview;
 pub mod provisioner;

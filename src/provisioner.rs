@@ -70,23 +70,36 @@ impl Default for ProvisionerOptions {
     }
 }
 
+const _: () = assert!(std::mem::size_of::<Known>() == 16);
+
+/// What is known of one (Secret, namespace). One is kept per namespace, so it is kept small
+/// (16 bytes): the common case is a short hash, the rare foreign case is behind a pointer.
 #[derive(Debug, Clone)]
 enum Known {
-    Good(ContentHash),
-    /// Not ours. `warned` is shared with the flight that found it (if any), so the user is warned
-    /// once, however the injector learned of the Secret.
-    Foreign {
-        since: Instant,
-        warned: Arc<AtomicBool>,
-    },
+    /// Ours, with the content of this hash ([`ContentHash::short`]).
+    Good(u64),
+    Foreign(Arc<Foreign>),
+}
+
+/// A Secret of the managed name that is not ours.
+#[derive(Debug)]
+struct Foreign {
+    since: Instant,
+    /// Shared with the flight that found it (if any), so the user is warned once, however the
+    /// injector learned of the Secret.
+    warned: Arc<AtomicBool>,
 }
 
 impl Known {
-    fn foreign() -> Self {
-        Self::Foreign {
+    fn good(hash: ContentHash) -> Self {
+        Self::Good(hash.short())
+    }
+
+    fn foreign(warned: Arc<AtomicBool>) -> Self {
+        Self::Foreign(Arc::new(Foreign {
             since: Instant::now(),
-            warned: Arc::new(AtomicBool::new(false)),
-        }
+            warned,
+        }))
     }
 }
 
@@ -117,7 +130,7 @@ struct Inner {
     /// Rendered credentials by registry entry name; an error when the source never loaded.
     sources: RwLock<HashMap<String, Result<Arc<DockerConfig>, String>>>,
     /// Secret name → namespace → what is known about it there.
-    known: RwLock<HashMap<String, HashMap<String, Known>>>,
+    known: RwLock<HashMap<String, HashMap<Box<str>, Known>>>,
     flights: Mutex<HashMap<FlightKey, watch::Receiver<FlightState>>>,
     /// Rewrites waiting for the rate limiter, deduplicated.
     queued: Mutex<HashSet<FlightKey>>,
@@ -228,7 +241,7 @@ impl Inner {
                 known
                     .entry(secret.to_owned())
                     .or_default()
-                    .insert(namespace.to_owned(), state);
+                    .insert(namespace.into(), state);
             }
             None => {
                 if let Some(namespaces) = known.get_mut(secret) {
@@ -270,12 +283,14 @@ impl Inner {
             }
         };
         match self.known_state(secret, request.namespace) {
-            Some(Known::Good(hash)) if hash == content.hash => return EnsureOutcome::Ready,
-            Some(Known::Foreign { since, warned })
-                if since.elapsed() < self.options.foreign_recheck =>
+            Some(Known::Good(hash)) if hash == content.hash.short() => {
+                return EnsureOutcome::Ready;
+            }
+            Some(Known::Foreign(foreign))
+                if foreign.since.elapsed() < self.options.foreign_recheck =>
             {
                 return EnsureOutcome::Foreign {
-                    first_time: !warned.swap(true, Ordering::AcqRel),
+                    first_time: !foreign.warned.swap(true, Ordering::AcqRel),
                 };
             }
             _ => {}
@@ -360,23 +375,16 @@ impl Inner {
                 Ok((Reconciled::Foreign, _)) => {
                     // A recheck of a Secret already known to be foreign keeps its warned flag.
                     let warned = match self.known_state(secret, namespace) {
-                        Some(Known::Foreign { warned, .. }) => warned,
+                        Some(Known::Foreign(foreign)) => foreign.warned.clone(),
                         _ => Arc::new(AtomicBool::new(false)),
                     };
-                    self.set_known(
-                        secret,
-                        namespace,
-                        Some(Known::Foreign {
-                            since: Instant::now(),
-                            warned: warned.clone(),
-                        }),
-                    );
+                    self.set_known(secret, namespace, Some(Known::foreign(warned.clone())));
                     tracing::warn!(namespace = %namespace, secret = %secret, "a Secret of this name exists and is not managed by pullsecret-injector; referencing it, leaving it untouched");
                     state.send_replace(FlightState::Foreign(warned));
                     break;
                 }
                 Ok((done, hash)) => {
-                    self.set_known(secret, namespace, Some(Known::Good(hash)));
+                    self.set_known(secret, namespace, Some(Known::good(hash)));
                     match done {
                         Reconciled::Created => {
                             tracing::info!(namespace = %namespace, secret = %secret, content_hash = %hash, "pull Secret created")
@@ -654,7 +662,7 @@ impl Inner {
                     by_ns
                         .iter()
                         .filter(|(_, state)| matches!(state, Known::Good(_)))
-                        .map(|(ns, _)| ns.clone())
+                        .map(|(ns, _)| ns.to_string())
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -692,11 +700,9 @@ impl Inner {
         }
         if !is_managed(event_metadata) {
             // Keep what is already known of it (and whether the user was warned).
-            if !matches!(
-                self.known_state(secret, namespace),
-                Some(Known::Foreign { .. })
-            ) {
-                self.set_known(secret, namespace, Some(Known::foreign()));
+            if !matches!(self.known_state(secret, namespace), Some(Known::Foreign(_))) {
+                let warned = Arc::new(AtomicBool::new(false));
+                self.set_known(secret, namespace, Some(Known::foreign(warned)));
             }
             return;
         }
@@ -709,7 +715,7 @@ impl Inner {
         let seen = annotation_hash(event_metadata);
         match (current, seen) {
             (Some(content), Some(seen)) if seen == content.hash => {
-                self.set_known(secret, namespace, Some(Known::Good(seen)))
+                self.set_known(secret, namespace, Some(Known::good(seen)))
             }
             (Some(_), _) => {
                 self.set_known(secret, namespace, None);

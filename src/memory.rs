@@ -1,0 +1,143 @@
+//! Gives freed heap memory back to the system.
+//!
+//! glibc's malloc returns memory on its own only from the top of a heap. After a burst (thousands
+//! of namespaces provisioned at once, hundreds of connections opened and closed), the memory freed
+//! in the middle of the heaps stays resident, and RSS stays at the burst's level although the live
+//! heap is back down. A small task checks the heaps' free bytes every few seconds and, when a
+//! burst has left at least `min_new_free_bytes` more of them, calls `malloc_trim(0)`, which hands
+//! their whole free pages back. Elsewhere than glibc this does nothing.
+
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TrimPolicy {
+    pub interval: Duration,
+    /// Trim when the heaps' free bytes grew by this much since the last trim.
+    pub min_new_free_bytes: usize,
+}
+
+impl Default for TrimPolicy {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+            min_new_free_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Bytes that are free inside the allocator's heaps (glibc's `mallinfo2().fordblks`).
+pub fn free_heap_bytes() -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        Some(info.fordblks)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// Returns free heap pages to the system; whether any were returned.
+pub fn trim() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes the allocator's own locks; any thread may call it.
+        unsafe { libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// Decides when to trim from successive readings of the free heap bytes.
+#[derive(Debug)]
+pub struct Trimmer {
+    policy: TrimPolicy,
+    /// Free bytes right after the last trim (or the lowest reading since).
+    baseline: Option<usize>,
+}
+
+impl Trimmer {
+    pub fn new(policy: TrimPolicy) -> Self {
+        Self {
+            policy,
+            baseline: None,
+        }
+    }
+
+    /// Whether a reading of `free` bytes calls for a trim. Free memory that a trim could not hand
+    /// back (small holes between live blocks) is not retried until more is freed.
+    pub fn should_trim(&mut self, free: usize) -> bool {
+        match self.baseline {
+            Some(baseline) if free < baseline.saturating_add(self.policy.min_new_free_bytes) => {
+                self.baseline = Some(baseline.min(free));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    pub fn trimmed(&mut self, free_after: usize) {
+        self.baseline = Some(free_after);
+    }
+}
+
+/// Checks every `policy.interval` until `shutdown`.
+pub fn spawn_trimmer(policy: TrimPolicy, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut trimmer = Trimmer::new(policy);
+        let mut ticks = tokio::time::interval(policy.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let Some(free) = free_heap_bytes() else {
+                return;
+            };
+            if trimmer.should_trim(free) {
+                let returned = trim();
+                let after = free_heap_bytes().unwrap_or(free);
+                trimmer.trimmed(after);
+                tracing::debug!(free_bytes = free, returned, "heap trimmed");
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_when_a_burst_frees_memory_and_not_again_until_the_next() {
+        let mib = 1024 * 1024;
+        let mut trimmer = Trimmer::new(TrimPolicy {
+            interval: Duration::from_secs(1),
+            min_new_free_bytes: mib,
+        });
+        // (free bytes read, trim expected)
+        let readings = [
+            (100_000, true), // first reading: trim once to set the baseline
+            (150_000, false),
+            (mib, false),           // grew by less than 1 MiB over the baseline
+            (100_000 + mib, true),  // a burst freed 1 MiB more
+            (100_000 + mib, false), // what the trim could not return is not retried
+            (50_000, false),        // reused: the baseline follows it down
+            (50_000 + mib, true),
+        ];
+        for (i, (free, expected)) in readings.into_iter().enumerate() {
+            assert_eq!(trimmer.should_trim(free), expected, "reading {i}: {free}");
+            if expected {
+                trimmer.trimmed(free);
+            }
+        }
+    }
+}
