@@ -346,8 +346,8 @@ fn cases() -> Vec<Case> {
             ),
             Expect::Status(413, "length limit"),
         ),
-        // --- Deep nesting: serde_json's recursion limit (128) where a value is read, its iterative
-        // skipper where a value is ignored; never a stack overflow.
+        // --- Deep nesting: the reader checks every value's grammar in a flat loop (a bit stack, no
+        // recursion), whether the value is read or skipped; never a stack overflow.
         bad(
             "100k nested arrays as the body",
             nested("[", "]", 100_000, "").into_bytes(),
@@ -794,7 +794,8 @@ async fn hostile_requests_get_a_review_or_a_clear_4xx_and_the_server_keeps_servi
 /// A Pod (or its spec, or a container) that is a JSON array is not a Pod. serde's derived
 /// `Deserialize` reads a struct from an array positionally, so `[metadata, spec]` was taken for a
 /// Pod and got a patch (`add /spec/imagePullSecrets`) that cannot apply to an array (found by the
-/// `review_to_response` fuzz target; fixed by `decision::object_only`). The answer must be a 400, or
+/// `review_to_response` fuzz target; fixed then with an object-only wrapper, and now by the reader's
+/// `read_object`, which refuses anything but `{`). The answer must be a 400, or
 /// at least a patch that applies.
 #[tokio::test]
 async fn a_pod_that_is_a_json_array_is_not_patched() {
