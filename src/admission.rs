@@ -55,7 +55,7 @@ pub enum Target {
     Other,
 }
 
-/// The request fields read from the envelope; the object is kept as text until the target is known.
+/// The request fields read from the envelope.
 #[derive(Default)]
 struct RequestFields<'a> {
     uid: Option<Cow<'a, str>>,
@@ -68,8 +68,23 @@ struct RequestFields<'a> {
     // oldObject, userInfo, options, ...: skipped.
 }
 
-/// `request.object`, read as a Pod when the fields before it say it is one (the API server writes
-/// `resource` and `operation` first), else kept as checked text.
+impl RequestFields<'_> {
+    /// The target as far as the fields read so far tell.
+    fn target(&self) -> Target {
+        match (
+            self.is_pods,
+            self.operation.as_deref(),
+            self.sub_resource.as_deref().unwrap_or(""),
+        ) {
+            (true, Some("CREATE"), "") => Target::PodCreate,
+            (true, Some("UPDATE"), "ephemeralcontainers") => Target::EphemeralContainers,
+            _ => Target::Other,
+        }
+    }
+}
+
+/// `request.object`, read as a Pod when the fields before it say the request is about one (the API
+/// server writes `resource`, `subResource` and `operation` first), else kept as checked text.
 #[derive(Default)]
 enum Object<'a> {
     #[default]
@@ -129,19 +144,11 @@ pub fn parse_review(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
         }
     }
     let request = request.ok_or(AdmissionError::MissingRequest)?;
+    let target = request.target();
     let uid = request
         .uid
         .filter(|uid| !uid.is_empty())
         .ok_or(AdmissionError::MissingUid)?;
-    let target = match (
-        request.is_pods,
-        request.operation.as_deref(),
-        request.sub_resource.as_deref().unwrap_or(""),
-    ) {
-        (true, Some("CREATE"), "") => Target::PodCreate,
-        (true, Some("UPDATE"), "ephemeralcontainers") => Target::EphemeralContainers,
-        _ => Target::Other,
-    };
     let not_a_pod =
         |error: JsonError| AdmissionError::InvalidPod(format!("{error} (in the object)"));
     let pod = match (target, request.object) {
@@ -188,11 +195,12 @@ fn read_request<'a>(reader: &mut Reader<'a>) -> Result<RequestFields<'a>, JsonEr
             request.dry_run = r.read_optional_bool("a boolean for dryRun")?;
         } else if key.is("object") {
             seen.first(6, "object", &key)?;
-            let maybe_pod = request.is_pods
-                && matches!(request.operation.as_deref(), Some("CREATE" | "UPDATE"));
+            // The API server sends resource, subResource and operation before the object, so the
+            // target is usually known here and the Pod is read in the same pass; otherwise the
+            // object is kept as text and read once the target is known.
             request.object = if r.take_null()? {
                 Object::Absent
-            } else if maybe_pod {
+            } else if request.target() != Target::Other {
                 let start = r.position();
                 match PodView::read(r) {
                     Ok(pod) => Object::Pod(pod),
@@ -200,7 +208,11 @@ fn read_request<'a>(reader: &mut Reader<'a>) -> Result<RequestFields<'a>, JsonEr
                         // Skip it as plain JSON: a bad Pod is only an error for a Pod request.
                         r.set_position(start);
                         r.skip_value()?;
-                        Object::NotAPod(error)
+                        // Offsets count from the object's start, as when it is read from text.
+                        Object::NotAPod(JsonError {
+                            offset: error.offset.saturating_sub(start),
+                            ..error
+                        })
                     }
                 }
             } else {
@@ -625,6 +637,87 @@ mod tests {
                 std::mem::discriminant(&expected),
                 "{name}: {err}"
             );
+        }
+    }
+
+    /// The Pod is read in the same pass when resource, subResource and operation come before the
+    /// object (the API server's order), and from its kept text otherwise: the result is the same.
+    #[test]
+    fn the_order_of_request_fields_does_not_change_the_review() {
+        let pod = r#""object":{"metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"gcr.io/p/a"}]}}"#;
+        let bad_pod = r#""object":{"metadata":{"name":"p"},"spec":{"containers":"gcr.io/p/a"}}"#;
+        let uid = r#""uid":"u""#;
+        let pods = r#""resource":{"group":"","version":"v1","resource":"pods"}"#;
+        let body = |fields: &[&str]| {
+            format!(
+                r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{{}}}}}"#,
+                fields.join(",")
+            )
+        };
+        // (name, fields in each order to try, expected target)
+        let cases: [(&str, [&str; 2], Target); 4] = [
+            (
+                "create",
+                [r#""operation":"CREATE""#, r#""subResource":"""#],
+                Target::PodCreate,
+            ),
+            (
+                "binding",
+                [r#""operation":"CREATE""#, r#""subResource":"binding""#],
+                Target::Other,
+            ),
+            (
+                "ephemeral",
+                [
+                    r#""operation":"UPDATE""#,
+                    r#""subResource":"ephemeralcontainers""#,
+                ],
+                Target::EphemeralContainers,
+            ),
+            (
+                "update",
+                [r#""operation":"UPDATE""#, r#""subResource":"""#],
+                Target::Other,
+            ),
+        ];
+        for (name, [operation, sub_resource], target) in cases {
+            let orders = [
+                [uid, pods, sub_resource, operation, pod],
+                [pod, uid, pods, sub_resource, operation],
+                [uid, pods, operation, pod, sub_resource],
+            ];
+            let reviews: Vec<String> = orders
+                .iter()
+                .map(|fields| {
+                    let text = body(fields);
+                    let review = parse_review(text.as_bytes()).expect(name);
+                    assert_eq!(review.target, target, "{name}: {text}");
+                    format!("{:?}", review.pod)
+                })
+                .collect();
+            assert!(
+                reviews.iter().all(|r| *r == reviews[0]),
+                "{name}: {reviews:#?}"
+            );
+            if target != Target::Other {
+                assert!(
+                    reviews[0].contains("gcr.io/p/a"),
+                    "{name}: the Pod was read"
+                );
+                // A Pod that cannot be read is refused with the same message, offsets counted
+                // from the object's start, in either order.
+                let errors: Vec<String> = [
+                    [uid, pods, sub_resource, operation, bad_pod],
+                    [bad_pod, uid, pods, sub_resource, operation],
+                ]
+                .iter()
+                .map(|fields| match parse_review(body(fields).as_bytes()) {
+                    Err(AdmissionError::InvalidPod(message)) => message,
+                    other => panic!("{name}: expected InvalidPod, got {other:?}"),
+                })
+                .collect();
+                assert_eq!(errors[0], errors[1], "{name}");
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The answer to a review, written straight into one buffer: a JSON Patch and an AdmissionReview
-//! response are a few fixed keys around a few strings, and building them as `serde_json::Value`s
-//! first cost more allocations than the rest of the answer.
+//! response are a few fixed keys around a few strings, and building the patch as `serde_json::Value`s
+//! and serializing both through serde cost more allocations than the rest of the answer.
 
 /// Appends `text` as a JSON string (quoted and escaped as serde_json escapes it).
 pub fn string(out: &mut Vec<u8>, text: &str) {

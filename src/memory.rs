@@ -99,13 +99,23 @@ pub fn spawn_trimmer(policy: TrimPolicy, shutdown: CancellationToken) -> JoinHan
                 _ = ticks.tick() => {}
                 () = shutdown.cancelled() => return,
             }
-            let Some(free) = free_heap_bytes() else {
+            // mallinfo2 and malloc_trim walk the heaps under their locks: off the async workers,
+            // so that a long walk does not hold up the requests queued on one.
+            let checked = tokio::task::spawn_blocking(move || {
+                let free = free_heap_bytes()?;
+                let returned = trimmer.should_trim(free).then(|| {
+                    let returned = trim();
+                    trimmer.trimmed(free_heap_bytes().unwrap_or(free));
+                    returned
+                });
+                Some((trimmer, free, returned))
+            })
+            .await;
+            let Ok(Some((checked_trimmer, free, returned))) = checked else {
                 return;
             };
-            if trimmer.should_trim(free) {
-                let returned = trim();
-                let after = free_heap_bytes().unwrap_or(free);
-                trimmer.trimmed(after);
+            trimmer = checked_trimmer;
+            if let Some(returned) = returned {
                 tracing::debug!(free_bytes = free, returned, "heap trimmed");
             }
         }

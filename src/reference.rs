@@ -52,13 +52,7 @@ impl<'a> ImageReference<'a> {
             return Err(ReferenceError::Empty);
         }
         let owned = || input.to_owned();
-        let has_space_or_control = if input.is_ascii() {
-            // ASCII whitespace and control characters are the bytes up to ' ', and DEL.
-            input.bytes().any(|b| b <= b' ' || b == 0x7f)
-        } else {
-            input.chars().any(|c| c.is_whitespace() || c.is_control())
-        };
-        if has_space_or_control {
+        if has_space_or_control(input) {
             return Err(ReferenceError::Whitespace { input: owned() });
         }
         if input.contains("://") {
@@ -286,13 +280,7 @@ impl HostPattern {
             return Err(PatternError::Empty);
         }
         let owned = || input.to_owned();
-        let has_space_or_control = if input.is_ascii() {
-            // ASCII whitespace and control characters are the bytes up to ' ', and DEL.
-            input.bytes().any(|b| b <= b' ' || b == 0x7f)
-        } else {
-            input.chars().any(|c| c.is_whitespace() || c.is_control())
-        };
-        if has_space_or_control {
+        if has_space_or_control(input) {
             return Err(PatternError::Whitespace { input: owned() });
         }
         // The kubelet strips only these two, lowercase, prefixes; anything else stays in the key.
@@ -718,6 +706,16 @@ fn path_prefix_matches(prefix: &str, image: &ImageReference<'_>) -> bool {
         }
     }
     rest.is_empty()
+}
+
+/// Whether `text` holds whitespace or a control character (never part of a reference or pattern).
+fn has_space_or_control(text: &str) -> bool {
+    if text.is_ascii() {
+        // ASCII whitespace and control characters are the bytes up to ' ', and DEL.
+        text.bytes().any(|b| b <= b' ' || b == 0x7f)
+    } else {
+        text.chars().any(|c| c.is_whitespace() || c.is_control())
+    }
 }
 
 #[cfg(test)]

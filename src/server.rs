@@ -1,5 +1,5 @@
-//! The HTTP edge: the axum router (`/mutate`, `/healthz`, `/readyz`, `/metrics`) and the TLS accept
-//! loop that serves it with HTTP/1.1 keep-alive or HTTP/2, a header-read timeout, a connection limit
+//! The HTTP edge: the webhook service (`POST /mutate` handled directly on hyper; `/healthz`,
+//! `/readyz` and `/metrics` through an axum router) and the TLS accept loop that serves it with HTTP/1.1 keep-alive or HTTP/2, a header-read timeout, a connection limit
 //! and a graceful drain on shutdown.
 
 use std::sync::Arc;
@@ -86,9 +86,9 @@ impl WebhookService {
         }
     }
 
-    async fn handle(self, request: hyper::Request<Incoming>) -> Response {
+    async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
         if request.uri().path() != "/mutate" {
-            return match self.probes.oneshot(request.map(Body::new)).await {
+            return match self.probes.clone().oneshot(request.map(Body::new)).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
@@ -288,7 +288,7 @@ impl Default for ServerOptions {
     }
 }
 
-/// Serves `router` over TLS until `shutdown` fires, then stops accepting and lets in-flight
+/// Serves `service` over TLS until `shutdown` fires, then stops accepting and lets in-flight
 /// requests finish (up to the drain timeout). Idle keep-alive connections are closed.
 pub async fn serve_tls(
     listener: TcpListener,
@@ -298,6 +298,7 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let service = Arc::new(service);
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -333,7 +334,7 @@ pub async fn serve_tls(
         let builder = builder.clone();
         let activity = Arc::new(ConnectionActivity::new());
         let service = ActivityTracking {
-            inner: service.clone(),
+            inner: Arc::clone(&service),
             activity: activity.clone(),
         };
         let watcher = graceful.watcher();
@@ -395,7 +396,7 @@ impl ConnectionActivity {
 /// Counts a connection's requests in flight and marks when it goes idle.
 #[derive(Clone)]
 struct ActivityTracking {
-    inner: WebhookService,
+    inner: Arc<WebhookService>,
     activity: Arc<ConnectionActivity>,
 }
 
@@ -406,18 +407,35 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ActivityTracking {
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        let activity = self.activity.clone();
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        let inner = self.inner.clone();
+        let in_flight = InFlight::begin(self.activity.clone());
+        let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             let response = inner.handle(request).await;
-            if let Ok(mut idle_since) = activity.idle_since.lock() {
-                *idle_since = tokio::time::Instant::now();
-            }
-            activity.served.store(true, Ordering::Release);
-            activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+            drop(in_flight);
             Ok(response)
         })
+    }
+}
+
+/// One request in flight on a connection. Dropping it ends the request, also when hyper drops the
+/// request's future unanswered (an HTTP/2 stream reset): the connection's idle clock must not wait
+/// for an answer that will never come.
+struct InFlight(Arc<ConnectionActivity>);
+
+impl InFlight {
+    fn begin(activity: Arc<ConnectionActivity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Ok(mut idle_since) = self.0.idle_since.lock() {
+            *idle_since = tokio::time::Instant::now();
+        }
+        self.0.served.store(true, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -534,5 +552,42 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleGuard<IO> 
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request's end is counted however it ends: answered, or its future dropped unanswered (an
+    /// HTTP/2 stream reset). Before, a dropped future left the connection "busy" for good, and its
+    /// idle timeout never fired.
+    #[tokio::test]
+    async fn a_request_dropped_unanswered_still_ends() {
+        let activity = Arc::new(ConnectionActivity::new());
+        let opened = *activity.idle_since.lock().expect("lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        let answered = InFlight::begin(activity.clone());
+        let reset = InFlight::begin(activity.clone());
+        let pending_request = async move {
+            let _in_flight = reset;
+            std::future::pending::<()>().await;
+        };
+        let task = tokio::spawn(pending_request);
+        tokio::task::yield_now().await;
+        assert_eq!(activity.in_flight.load(Ordering::Acquire), 2);
+        drop(answered);
+        assert_eq!(activity.in_flight.load(Ordering::Acquire), 1);
+        assert!(activity.served.load(Ordering::Acquire));
+
+        task.abort();
+        assert!(task.await.expect_err("aborted").is_cancelled());
+        assert_eq!(activity.in_flight.load(Ordering::Acquire), 0);
+        let idle_since = *activity.idle_since.lock().expect("lock");
+        assert!(
+            idle_since - opened >= Duration::from_millis(20),
+            "the idle clock restarted"
+        );
     }
 }

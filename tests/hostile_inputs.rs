@@ -940,7 +940,6 @@ async fn a_served_connection_lives_between_requests_and_closes_after_the_idle_ti
             .replacen("Connection: close\r\n", "", 1)
             .into_bytes()
     };
-    let mut buffer = vec![0u8; 64 * 1024];
     let mut last_answer = Instant::now();
     for i in 0..4 {
         if i > 0 {
@@ -948,19 +947,18 @@ async fn a_served_connection_lives_between_requests_and_closes_after_the_idle_ti
             tokio::time::sleep(HEADER_READ_TIMEOUT * 2).await;
         }
         tls.write_all(&keep_alive).await.expect("write");
-        let mut received = Vec::new();
-        let response = loop {
-            let n = tokio::time::timeout(BOUND, tls.read(&mut buffer))
-                .await
-                .expect("answer in time")
-                .expect("read");
-            assert!(n > 0, "request {i}: connection closed while in use");
-            received.extend_from_slice(&buffer[..n]);
-            if let Some(response) = parse_responses(&received).pop() {
-                break response;
-            }
-        };
-        assert_eq!(response.status, 200, "request {i}: {}", response.text());
+        let responses = read_responses(&mut tls, 1).await;
+        assert_eq!(
+            responses.len(),
+            1,
+            "request {i}: no answer within {BOUND:?} (connection closed while in use?)"
+        );
+        assert_eq!(
+            responses[0].status,
+            200,
+            "request {i}: {}",
+            responses[0].text()
+        );
         last_answer = Instant::now();
     }
     assert!(
@@ -985,8 +983,7 @@ async fn a_served_connection_lives_between_requests_and_closes_after_the_idle_ti
     .await;
     let mut tls = server.client.tls_stream(&[b"http/1.1"]).await.expect("tls");
     tls.write_all(&keep_alive).await.expect("write");
-    let answered = read_responses(&mut tls, 1).await;
-    assert_eq!(answered, 1);
+    assert_eq!(read_responses(&mut tls, 1).await.len(), 1);
     let closed = read_until_closed(&mut tls, BOUND).await;
     assert!(
         closed.is_some_and(|rest| rest.is_empty()),
@@ -994,8 +991,12 @@ async fn a_served_connection_lives_between_requests_and_closes_after_the_idle_ti
     );
 }
 
-/// Reads from `tls` until `count` whole responses came in; how many did.
-async fn read_responses<S: tokio::io::AsyncRead + Unpin>(tls: &mut S, count: usize) -> usize {
+/// Reads from `tls` until `count` whole responses came in (or it closes, or `BOUND` passes without
+/// bytes); the responses that did.
+async fn read_responses<S: tokio::io::AsyncRead + Unpin>(
+    tls: &mut S,
+    count: usize,
+) -> Vec<support::load::RawResponse> {
     let mut received = Vec::new();
     let mut buffer = vec![0u8; 64 * 1024];
     while parse_responses(&received).len() < count {
@@ -1004,7 +1005,7 @@ async fn read_responses<S: tokio::io::AsyncRead + Unpin>(tls: &mut S, count: usi
             _ => break,
         }
     }
-    parse_responses(&received).len()
+    parse_responses(&received)
 }
 
 /// A client that sends complete headers and then stalls its body must not hold the connection (and

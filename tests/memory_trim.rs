@@ -19,7 +19,9 @@ fn a_trim_returns_pages_freed_between_live_blocks() {
     // 64 MiB in 1 KiB blocks, written so the pages are resident; then every block but one in 256
     // is freed. The survivors pin the heap's top, so malloc cannot shrink the heap by itself.
     let mut blocks: Vec<Box<[u8]>> = (0..65_536)
-        .map(|i| vec![i as u8; 1024].into_boxed_slice())
+        // Block i holds the byte i / 256: each survivor (i = 256 k) its own k, so that a mix-up
+        // between survivors would show.
+        .map(|i: usize| vec![(i / 256) as u8; 1024].into_boxed_slice())
         .collect();
     let mut survivors = Vec::new();
     for (i, block) in blocks.drain(..).enumerate() {
@@ -40,8 +42,8 @@ fn a_trim_returns_pages_freed_between_live_blocks() {
         after + 32 * 1024 < before,
         "RSS {before} KiB before the trim, {after} KiB after: expected at least 32 MiB back"
     );
-    // The survivors are intact.
-    for (i, block) in survivors.iter().enumerate() {
-        assert!(block.iter().all(|&b| b == (i * 256) as u8), "block {i}");
+    // The survivors are intact, each still holding its own byte.
+    for (k, block) in survivors.iter().enumerate() {
+        assert!(block.iter().all(|&b| b == k as u8), "survivor {k}");
     }
 }
