@@ -18,6 +18,12 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before the runtime starts its threads, so that every thread shares the capped arenas.
+    if let Some(max) =
+        pullsecret_injector::memory::arena_limit(std::env::var_os("MALLOC_ARENA_MAX").as_deref())
+    {
+        pullsecret_injector::memory::limit_arenas(max);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

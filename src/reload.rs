@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -32,7 +33,7 @@ pub fn watch_dirs(
 ) -> Result<JoinHandle<()>, WatchError> {
     let (sender, mut events) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|event| signals_change(&event.kind)) {
             let _ = sender.send(());
         }
     })
@@ -77,10 +78,130 @@ pub fn watch_dirs(
     }))
 }
 
+/// Whether an event can mean that a file's content changed. inotify also reports opens and
+/// read-only closes: the reload itself opens the files it watches, and counting those would make
+/// every reload schedule the next one, forever.
+fn signals_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// The directory holding a mounted file (the one to watch).
 pub fn parent_dir(file: &Path) -> PathBuf {
     match file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, MetadataKind, ModifyKind, RemoveKind, RenameMode};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn which_events_mean_a_change() {
+        let table = [
+            (
+                "open",
+                EventKind::Access(AccessKind::Open(AccessMode::Any)),
+                false,
+            ),
+            ("read", EventKind::Access(AccessKind::Read), false),
+            (
+                "close after read",
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                false,
+            ),
+            (
+                "close after write",
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                true,
+            ),
+            ("create", EventKind::Create(CreateKind::File), true),
+            (
+                "write",
+                EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                true,
+            ),
+            (
+                "chmod",
+                EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+                true,
+            ),
+            (
+                "rename (kubelet's ..data swap)",
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                true,
+            ),
+            ("remove", EventKind::Remove(RemoveKind::File), true),
+            ("unknown", EventKind::Any, true),
+        ];
+        for (name, kind, expected) in table {
+            assert_eq!(signals_change(&kind), expected, "{name}");
+        }
+    }
+
+    async fn wait_for(count: &AtomicUsize, at_least: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while count.load(Ordering::SeqCst) < at_least {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no change seen within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The callback re-reads the watched file, as every real reload does. Before opens were
+    /// ignored, that read scheduled the next reload, ten times a second, forever.
+    #[tokio::test]
+    async fn a_reload_that_reads_the_file_does_not_trigger_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.yaml");
+        std::fs::write(&file, "a: 1\n").unwrap();
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let task = {
+            let reloads = reloads.clone();
+            let file = file.clone();
+            watch_dirs(
+                "test",
+                vec![dir.path().to_owned()],
+                Duration::from_secs(3600),
+                move || {
+                    let _ = std::fs::read(&file);
+                    reloads.fetch_add(1, Ordering::SeqCst);
+                },
+            )
+            .unwrap()
+        };
+
+        // Reading the file from outside is no change either.
+        for _ in 0..5 {
+            let _ = std::fs::read(&file).unwrap();
+        }
+        tokio::time::sleep(DEBOUNCE * 4).await;
+        assert_eq!(
+            reloads.load(Ordering::SeqCst),
+            0,
+            "reads alone caused a reload"
+        );
+
+        std::fs::write(&file, "a: 2\n").unwrap();
+        wait_for(&reloads, 1).await;
+        tokio::time::sleep(DEBOUNCE * 2).await;
+        let settled = reloads.load(Ordering::SeqCst);
+        tokio::time::sleep(DEBOUNCE * 8).await;
+        assert_eq!(
+            reloads.load(Ordering::SeqCst),
+            settled,
+            "reloads went on with no change to the file"
+        );
+        task.abort();
     }
 }
