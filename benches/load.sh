@@ -4,6 +4,8 @@
 #   bash benches/load.sh                # from the repository root; ~2.5 min after the build
 #   SKIP_BUILD=1 bash benches/load.sh   # reuse target/release binaries
 #   OUT=target/load.json bash benches/load.sh   # also keep every phase's raw JSON
+#   PERF_DIR=target/perf bash benches/load.sh   # also `perf record` the server in every phase
+#                                               # (its CPU figures then include perf's own cost)
 #
 # What it does:
 #   1. cargo build --release --bin pullsecret-injector --examples
@@ -42,8 +44,9 @@ WEBHOOK_LOG=${WEBHOOK_LOG:-info}
 if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release --bin pullsecret-injector --examples
 fi
-BIN=target/release/pullsecret-injector
-EX=target/release/examples
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET_DIR/release/pullsecret-injector
+EX=$TARGET_DIR/release/examples
 for f in "$BIN" "$EX/loadgen" "$EX/noop_webhook" "$EX/fake_api_server"; do
   [ -x "$f" ] || { echo "load.sh: $f is missing (build first)" >&2; exit 1; }
 done
@@ -181,6 +184,13 @@ phase() { # name pid port loadgen-args...
   cpu0=$(cpu_ticks "$pid")
   loadgen "$port" "$TMP/$name.json" --label "$name" "$@" &
   local lg=$!
+  local perf_pid=
+  if [ -n "${PERF_DIR:-}" ]; then
+    # Samples the server (call graphs by frame pointer are unreliable here: DWARF unwinding).
+    perf record -q -F "${PERF_FREQ:-1999}" --call-graph "${PERF_CALL_GRAPH:-dwarf,16384}" -p "$pid" \
+      -o "$PERF_DIR/$name.data" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   while kill -0 "$lg" 2>/dev/null; do
     rss_kib "$pid" >"$TMP/rss.now"
     read -r rss <"$TMP/rss.now"
@@ -189,6 +199,10 @@ phase() { # name pid port loadgen-args...
   done
   wait "$lg"
   cpu1=$(cpu_ticks "$pid")
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+  fi
   echo "$peak" >"$TMP/$name.rss"
   # Server CPU time (user + system) per answered request, in µs.
   jq -r --argjson t "$((cpu1 - cpu0))" --argjson hz "$CLK_TCK" '$t * 1000000 / $hz / .requests' "$TMP/$name.json" >"$TMP/$name.cpu"

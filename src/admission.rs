@@ -17,6 +17,8 @@ pub const KIND: &str = "AdmissionReview";
 /// Kubernetes recommends warnings of at most 120 characters; longer ones may be cut.
 const MAX_WARNING_CHARS: usize = 120;
 const MAX_WARNINGS: usize = 10;
+/// Starts every warning, so users can tell where it comes from.
+const WARNING_PREFIX: &str = "pullsecret-injector: ";
 /// Time kept back from the API server's timeout for writing and sending the answer.
 const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
@@ -397,11 +399,10 @@ pub async fn answer(
     for required in decision.to_add() {
         push_warning(
             &mut warnings,
-            format!(
-                "added imagePullSecret {:?} (host pattern {:?}) for image {}",
-                required.registry.secret_name,
+            added_warning(
+                &required.registry.secret_name,
                 required.pattern.as_str(),
-                required.image
+                &required.image,
             ),
         );
     }
@@ -485,26 +486,71 @@ fn response_json(
     out
 }
 
-fn push_warning(warnings: &mut Vec<String>, message: String) {
-    const PREFIX: &str = "pullsecret-injector: ";
+fn push_warning(warnings: &mut Vec<String>, mut message: String) {
     if warnings.len() >= MAX_WARNINGS {
         return;
     }
-    // Counted in characters, as Kubernetes counts them.
-    let room = MAX_WARNING_CHARS - PREFIX.len();
-    let mut text = String::with_capacity(PREFIX.len() + message.len().min(4 * room));
-    text.push_str(PREFIX);
-    if message.len() <= room || message.char_indices().nth(room).is_none() {
-        text.push_str(&message);
+    // Counted in characters, as Kubernetes counts them: one per byte in ASCII.
+    let room = MAX_WARNING_CHARS - WARNING_PREFIX.len();
+    let cut = if message.len() <= room {
+        None
+    } else if message.is_ascii() {
+        Some(room - 3)
+    } else if message.char_indices().nth(room).is_some() {
+        Some(
+            message
+                .char_indices()
+                .nth(room - 3)
+                .map_or(message.len(), |(at, _)| at),
+        )
     } else {
-        let cut = message
-            .char_indices()
-            .nth(room - 3)
-            .map_or(message.len(), |(at, _)| at);
-        text.push_str(&message[..cut]);
-        text.push_str("...");
-    }
+        None
+    };
+    let Some(cut) = cut else {
+        // In place: no new allocation when the message has room for the prefix.
+        message.insert_str(0, WARNING_PREFIX);
+        warnings.push(message);
+        return;
+    };
+    let mut text = String::with_capacity(WARNING_PREFIX.len() + cut + 3);
+    text.push_str(WARNING_PREFIX);
+    text.push_str(&message[..cut]);
+    text.push_str("...");
     warnings.push(text);
+}
+
+/// `added imagePullSecret {secret:?} (host pattern {pattern:?}) for image {image}`, built
+/// without the formatting machinery: it is written for every patched Pod.
+fn added_warning(secret: &str, pattern: &str, image: &str) -> String {
+    const PARTS: [&str; 3] = ["added imagePullSecret ", " (host pattern ", ") for image "];
+    let fixed = PARTS.iter().map(|part| part.len()).sum::<usize>() + 4;
+    let mut message = String::with_capacity(
+        WARNING_PREFIX.len() + fixed + secret.len() + pattern.len() + image.len(),
+    );
+    message.push_str(PARTS[0]);
+    push_debug_str(&mut message, secret);
+    message.push_str(PARTS[1]);
+    push_debug_str(&mut message, pattern);
+    message.push_str(PARTS[2]);
+    message.push_str(image);
+    message
+}
+
+/// Appends `{text:?}`. Printable ASCII other than '"' and '\\' is never escaped, so such text
+/// (every valid Secret name and host pattern) is quoted as is.
+fn push_debug_str(out: &mut String, text: &str) {
+    if text
+        .bytes()
+        .all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{text:?}");
+    }
 }
 
 /// Reads the API server's `timeout` query parameter ("10s"). Anything unreadable is ignored.
@@ -859,5 +905,60 @@ mod tests {
             push_warning(&mut warnings, "y".into());
         }
         assert_eq!(warnings.len(), MAX_WARNINGS);
+    }
+
+    #[test]
+    fn debug_quoting_is_what_format_writes() {
+        let mut texts: Vec<String> = (0..=0x7f_u8).map(|b| format!("a{}b", b as char)).collect();
+        texts.extend(
+            [
+                "",
+                "gcr-pull",
+                "*.gcr.io",
+                "[::1]:5000/team",
+                "it's",
+                "a\"b",
+                "a\\b",
+                "\u{e9}",
+                "\u{301}x",
+                "x\u{301}",
+                "\u{200b}",
+                "\u{a0}",
+                "\u{85}",
+                "\u{10ffff}",
+            ]
+            .map(str::to_owned),
+        );
+        for text in &texts {
+            let mut quoted = String::new();
+            push_debug_str(&mut quoted, text);
+            assert_eq!(quoted, format!("{text:?}"), "text {text:?}");
+            let images = ["eu.gcr.io/p/app", "docker.io/library/nginx"];
+            for (secret, pattern, image) in
+                [(&**text, "*.gcr.io", images[0]), ("s", &**text, images[1])]
+            {
+                assert_eq!(
+                    added_warning(secret, pattern, image),
+                    format!(
+                        "added imagePullSecret {secret:?} (host pattern {pattern:?}) for image {image}"
+                    ),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn warnings_are_the_prefixed_message_or_its_cut() {
+        // 99 characters fit after the 21-character prefix.
+        for message in ["", "short", &"x".repeat(99), &"\u{e9}".repeat(99)] {
+            let mut warnings = Vec::new();
+            push_warning(&mut warnings, message.to_owned());
+            assert_eq!(warnings, [format!("{WARNING_PREFIX}{message}")]);
+        }
+        for message in ["x".repeat(100), format!("{}\u{e9}", "x".repeat(99))] {
+            let mut warnings = Vec::new();
+            push_warning(&mut warnings, message);
+            assert_eq!(warnings, [format!("{WARNING_PREFIX}{}...", "x".repeat(96))]);
+        }
     }
 }

@@ -371,7 +371,7 @@ pub fn decide<'c>(
                     .any(|name| name == registry.secret_name);
                 decision.required.push(RequiredSecret {
                     registry,
-                    image: reference.to_string(),
+                    image: reference.normalized_name(),
                     pattern,
                     already_listed,
                 });

@@ -2,15 +2,20 @@
 //!
 //! An AdmissionReview is mostly fields this webhook never reads (managedFields, volumes, env,
 //! resources, userInfo, ...). A general deserializer walks all of them value by value; this reader
-//! reads the handful of fields the decision needs and skips the rest with a flat loop that scans
-//! strings 16 bytes at a time (eight without SSE2) and allocates nothing. Strings without escapes
-//! are borrowed.
+//! reads the handful of fields the decision needs, checking their grammar (RFC 8259) fully, and
+//! skips the rest. Strings without escapes are borrowed; nothing is allocated to skip.
 //!
-//! Skipped values are still checked: the grammar (RFC 8259), escapes, numbers, literals and control
-//! characters, nested to any depth without recursion. UTF-8 is checked in every string that is read;
-//! a skipped string and a value kept as raw text (annotation values) are only checked for their
-//! escapes, as serde_json checks the strings it skips. So is a key that matches no field (serde_json
-//! would check its UTF-8 too); the API server only sends UTF-8.
+//! How much of a skipped value is checked:
+//! - a skipped string or scalar: fully (escapes, control characters, numbers, literals);
+//! - a skipped object or array: its structure, 64 bytes at a time: brackets balance and pair up,
+//!   at any depth and without recursion, and every string inside ends, has only valid escapes and
+//!   no raw control character. The commas, colons and scalars between them are not checked, as
+//!   simdjson's On-Demand API does not check the values it skips: the API server only sends JSON
+//!   it wrote itself, and what this webhook decides never depends on a value it skips. A body
+//!   that is cut short is always refused.
+//!
+//! UTF-8 is checked in every string that is read; a skipped string and a value kept as raw text
+//! (annotation values) are not, as serde_json does not check the strings it skips.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -254,9 +259,25 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Skips one value of any kind, checking its grammar, and returns its text.
+    /// Skips one value of any kind and returns its text; how much of it is checked is in the
+    /// module docs.
     pub fn skip_value(&mut self) -> Result<&'a [u8]> {
-        self.skip_whitespace();
+        let start = whitespace_end(self.bytes, self.pos);
+        self.pos = start;
+        match skipped_value_end(self.bytes, start) {
+            Some(end) => {
+                self.pos = end;
+                Ok(&self.bytes[start..end])
+            }
+            None => self.skip_value_explained(),
+        }
+    }
+
+    /// Skips one value step by step, checking its whole grammar: run when [`Reader::skip_value`]
+    /// refuses a value, to say where and why.
+    #[cold]
+    #[inline(never)]
+    fn skip_value_explained(&mut self) -> Result<&'a [u8]> {
         let start = self.pos;
         let mut nesting = Nesting::default();
         'value: loop {
@@ -311,7 +332,28 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     fn key_and_colon(&mut self) -> Result<Key<'a>> {
+        // Compact JSON and a key without escapes, as the API server writes nearly every key.
+        let start = self.pos + 1;
+        if self.bytes.get(self.pos) == Some(&b'"') {
+            let end = plain_run_end(self.bytes, start);
+            if self.bytes.get(end..end + 2) == Some(b"\":") {
+                let offset = self.pos;
+                self.pos = end + 2;
+                return Ok(Key {
+                    raw: &self.bytes[start..end],
+                    escaped: false,
+                    offset,
+                });
+            }
+        }
+        self.any_key_and_colon()
+    }
+
+    /// [`Reader::key_and_colon`] for any key: whitespace around it, escapes in it, or errors.
+    #[inline(never)]
+    fn any_key_and_colon(&mut self) -> Result<Key<'a>> {
         if self.peek()? != b'"' {
             return Err(self.error(ErrorKind::Expected("a string key")));
         }
@@ -458,6 +500,334 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Just past the value that starts at `at`, or `None` if it is invalid as far as skipping checks
+/// (the module docs say how far).
+#[inline(always)]
+fn skipped_value_end(bytes: &[u8], at: usize) -> Option<usize> {
+    match *bytes.get(at)? {
+        b'"' => string_end(bytes, at + 1),
+        b'{' | b'[' => container_end(bytes, at),
+        _ => scalar_end(bytes, at),
+    }
+}
+
+/// Just past the number or literal at `at`, if it is a valid one.
+#[inline(always)]
+fn scalar_end(bytes: &[u8], at: usize) -> Option<usize> {
+    match *bytes.get(at)? {
+        b'-' | b'0'..=b'9' => number_end(bytes, at),
+        b't' => literal_end(bytes, at, b"true"),
+        b'f' => literal_end(bytes, at, b"false"),
+        b'n' => literal_end(bytes, at, b"null"),
+        _ => None,
+    }
+}
+
+/// Just past the `}` or `]` that closes the object or array opening at `at`, or `None` if its
+/// structure is broken (see the module docs for what is checked). Works on 64-byte blocks: one
+/// bit per byte for quotes, backslashes, brackets and control characters; which bytes are inside
+/// strings follows from the unescaped quotes by a prefix XOR; only the brackets outside strings
+/// are then visited one by one.
+fn container_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut nesting = Nesting::default();
+    // All ones while a string runs on from the previous block.
+    let mut string_carry = 0_u64;
+    // The previous block ended with a backslash that escapes this block's first byte.
+    let mut escape_carry = false;
+    let mut block_start = at;
+    while block_start < bytes.len() {
+        let masks = BlockMasks::at(bytes, block_start);
+        let escaped = if masks.backslash == 0 && !escape_carry {
+            0
+        } else {
+            escaped_bytes(masks.backslash, &mut escape_carry)
+        };
+        let quotes = masks.quote & !escaped;
+        let string = prefix_xor(quotes) ^ string_carry;
+        string_carry = ((string as i64) >> 63) as u64;
+        // The bytes of this block that belong to the value: up to its closing bracket, if that is
+        // in this block; what follows it is not checked here.
+        let mut in_value = u64::MAX;
+        let mut end = None;
+        let mut brackets = masks.bracket & !string;
+        while brackets != 0 {
+            let bit = brackets.trailing_zeros();
+            brackets &= brackets - 1;
+            let position = block_start + bit as usize;
+            match bytes[position] {
+                b'{' => nesting.push(true),
+                b'[' => nesting.push(false),
+                close => {
+                    if nesting.top() != Some(close == b'}') {
+                        return None;
+                    }
+                    nesting.pop();
+                    if nesting.top().is_none() {
+                        in_value = u64::MAX >> (63 - bit);
+                        end = Some(position + 1);
+                        break;
+                    }
+                }
+            }
+        }
+        // Inside strings: no raw control character and only valid escapes; outside: no backslash.
+        if (masks.control & string | masks.backslash & !string) & in_value != 0 {
+            return None;
+        }
+        if escaped & in_value != 0 && !escapes_are_valid(bytes, block_start, escaped & in_value) {
+            return None;
+        }
+        if end.is_some() {
+            return end;
+        }
+        block_start += 64;
+    }
+    None
+}
+
+/// One bit per byte of a 64-byte block (bit i: byte `start + i`); past the end of the text the
+/// block reads as spaces, which set no bit.
+struct BlockMasks {
+    quote: u64,
+    backslash: u64,
+    /// `{`, `[`, `}` and `]`.
+    bracket: u64,
+    /// Bytes up to 0x1f.
+    control: u64,
+}
+
+impl BlockMasks {
+    #[inline(always)]
+    fn at(bytes: &[u8], start: usize) -> Self {
+        match bytes.get(start..start + 64) {
+            Some(block) => Self::of(block),
+            None => {
+                let mut padded = [b' '; 64];
+                let rest = &bytes[start..];
+                padded[..rest.len()].copy_from_slice(rest);
+                Self::of(&padded)
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn of(block: &[u8]) -> Self {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8,
+        };
+        let mut masks = Self {
+            quote: 0,
+            backslash: 0,
+            bracket: 0,
+            control: 0,
+        };
+        for (i, chunk) in block.chunks_exact(16).take(4).enumerate() {
+            // SAFETY: SSE2 is part of the x86-64 baseline; `chunk` is 16 readable bytes and
+            // loadu has no alignment requirement.
+            let (quote, backslash, bracket, control) = unsafe {
+                let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+                let bit = |m: __m128i| u64::from(_mm_movemask_epi8(m) as u16);
+                // '{' | 0x20 == '[' | 0x20 == '{', and '}' | 0x20 == ']' | 0x20 == '}'.
+                let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+                let open = _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8));
+                let close = _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8));
+                let low = _mm_set1_epi8(0x1f);
+                (
+                    bit(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8))),
+                    bit(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8))),
+                    bit(_mm_or_si128(open, close)),
+                    bit(_mm_cmpeq_epi8(_mm_max_epu8(v, low), low)),
+                )
+            };
+            let shift = 16 * i;
+            masks.quote |= quote << shift;
+            masks.backslash |= backslash << shift;
+            masks.bracket |= bracket << shift;
+            masks.control |= control << shift;
+        }
+        masks
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn of(block: &[u8]) -> Self {
+        let mut masks = Self {
+            quote: 0,
+            backslash: 0,
+            bracket: 0,
+            control: 0,
+        };
+        for (i, &b) in block.iter().take(64).enumerate() {
+            let bit = 1_u64 << i;
+            match b {
+                b'"' => masks.quote |= bit,
+                b'\\' => masks.backslash |= bit,
+                b'{' | b'[' | b'}' | b']' => masks.bracket |= bit,
+                0..=0x1f => masks.control |= bit,
+                _ => {}
+            }
+        }
+        masks
+    }
+}
+
+/// Bit i set when byte i is escaped by the backslash before it. A backslash that is itself
+/// escaped escapes nothing; one in the last byte escapes the next block's first (`carry`).
+#[cold]
+fn escaped_bytes(backslash: u64, carry: &mut bool) -> u64 {
+    let (mut escaped, mut escaping) = if *carry {
+        (1, backslash & !1)
+    } else {
+        (0, backslash)
+    };
+    *carry = false;
+    while escaping != 0 {
+        let bit = escaping.trailing_zeros();
+        escaping &= escaping - 1;
+        if bit == 63 {
+            *carry = true;
+        } else {
+            escaped |= 1 << (bit + 1);
+            escaping &= !(1 << (bit + 1));
+        }
+    }
+    escaped
+}
+
+/// Every escaped byte (bits of `escaped`, relative to `start`) is one JSON allows after a
+/// backslash, and `\u` has four hex digits.
+#[cold]
+fn escapes_are_valid(bytes: &[u8], start: usize, mut escaped: u64) -> bool {
+    while escaped != 0 {
+        let at = start + escaped.trailing_zeros() as usize;
+        escaped &= escaped - 1;
+        match bytes.get(at) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+            Some(b'u')
+                if bytes
+                    .get(at + 1..at + 5)
+                    .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) => {}
+            // Past the end: the string is cut short, and no closing bracket will be found.
+            None => {}
+            Some(_) => return false,
+        }
+    }
+    true
+}
+
+/// Bit i of the result is the XOR of bits 0..=i: with quote bits in, the bits inside strings
+/// (opening quote included, closing quote not).
+#[inline(always)]
+fn prefix_xor(mut bits: u64) -> u64 {
+    bits ^= bits << 1;
+    bits ^= bits << 2;
+    bits ^= bits << 4;
+    bits ^= bits << 8;
+    bits ^= bits << 16;
+    bits ^= bits << 32;
+    bits
+}
+
+/// The first byte at or after `at` that is not JSON whitespace.
+#[inline(always)]
+fn whitespace_end(bytes: &[u8], at: usize) -> usize {
+    // The API server sends compact JSON: whitespace is the exception, and one comparison tells
+    // that the next byte is not whitespace.
+    match bytes.get(at) {
+        Some(&b) if b > b' ' => at,
+        _ => whitespace_run_end(bytes, at),
+    }
+}
+
+#[cold]
+fn whitespace_run_end(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// Just past the closing quote of the string whose text starts at `start`.
+#[inline(always)]
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let end = plain_run_end(bytes, start);
+    if bytes.get(end) == Some(&b'"') {
+        return Some(end + 1);
+    }
+    escaped_string_end(bytes, end)
+}
+
+/// [`string_end`] from the first escape or stop byte on.
+#[cold]
+#[inline(never)]
+fn escaped_string_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        match *bytes.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => match *bytes.get(at + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                    at = plain_run_end(bytes, at + 2);
+                }
+                b'u' => {
+                    if !bytes.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    at = plain_run_end(bytes, at + 6);
+                }
+                _ => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
+#[inline(always)]
+fn digits_end(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b'0'..=b'9') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+#[inline(always)]
+fn number_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+    if bytes.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    match *bytes.get(at)? {
+        b'0' => at += 1,
+        b'1'..=b'9' => at = digits_end(bytes, at + 1),
+        _ => return None,
+    }
+    if bytes.get(at) == Some(&b'.') {
+        let end = digits_end(bytes, at + 1);
+        if end == at + 1 {
+            return None;
+        }
+        at = end;
+    }
+    if let Some(b'e' | b'E') = bytes.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = bytes.get(at) {
+            at += 1;
+        }
+        let end = digits_end(bytes, at);
+        if end == at {
+            return None;
+        }
+        at = end;
+    }
+    Some(at)
+}
+
+#[inline(always)]
+fn literal_end(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
+    let end = at + word.len();
+    (bytes.get(at..end)? == word).then_some(end)
+}
+
 /// The index of the first `"`, `\` or control character at or after `at` (or the end).
 /// Sixteen bytes at a time with SSE2 (part of every x86-64 CPU); most strings of a review end
 /// within the first sixteen bytes.
@@ -594,6 +964,7 @@ struct Nesting {
 }
 
 impl Nesting {
+    #[inline(always)]
     fn push(&mut self, object: bool) {
         if self.depth > 0 && self.depth.is_multiple_of(64) {
             self.spilled.push(self.bits);
@@ -603,6 +974,7 @@ impl Nesting {
         self.depth += 1;
     }
 
+    #[inline(always)]
     fn pop(&mut self) {
         self.bits >>= 1;
         self.depth -= 1;
@@ -612,6 +984,7 @@ impl Nesting {
     }
 
     /// Whether the innermost open container is an object; `None` at the top level.
+    #[inline(always)]
     fn top(&self) -> Option<bool> {
         (self.depth > 0).then_some(self.bits & 1 == 1)
     }
@@ -640,9 +1013,18 @@ impl Seen {
 mod tests {
     use super::*;
 
+    /// One value and nothing after it, skipped as the hot path skips it.
     fn skip_all(text: &[u8]) -> Result<()> {
         let mut reader = Reader::new(text);
         reader.skip_value()?;
+        reader.finish()
+    }
+
+    /// The same with the whole grammar checked.
+    fn explained_all(text: &[u8]) -> Result<()> {
+        let mut reader = Reader::new(text);
+        reader.skip_whitespace();
+        reader.skip_value_explained()?;
         reader.finish()
     }
 
@@ -650,76 +1032,81 @@ mod tests {
         serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
     }
 
+    const CASES: &[&[u8]] = &[
+        b"{}",
+        b"[]",
+        b" { } ",
+        b"null",
+        b"true",
+        b"false",
+        b"0",
+        b"-0",
+        b"-0.5e+10",
+        b"1E5",
+        b"12345678901234567890123",
+        b"\"\"",
+        b"\"a\\\"b\\\\c\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\"",
+        b"\"\xc3\xa9 plain UTF-8\"",
+        b"{\"a\":[1,{\"b\":null},\"x\"],\"c\":{}}",
+        b"[[[[[[]]]]]]",
+        b"{\"a\":1,\"a\":2}",
+        b"",
+        b" ",
+        b"{",
+        b"}",
+        b"[1,]",
+        b"[,1]",
+        b"{\"a\":1,}",
+        b"{\"a\" 1}",
+        b"{a:1}",
+        b"{\"a\":}",
+        b"[1 2]",
+        b"[1}",
+        b"{\"a\":1]",
+        b"01",
+        b"1.",
+        b".5",
+        b"-",
+        b"1e",
+        b"1e+",
+        b"+1",
+        b"tru",
+        b"nul",
+        b"falsy",
+        b"True",
+        b"\"abc",
+        b"\"a\\x\"",
+        b"\"a\\u12G4\"",
+        b"\"a\\u12\"",
+        b"\"tab\there\"",
+        b"\"nul\x00byte\"",
+        b"\"\\",
+        b"[1]x",
+        b"{} {}",
+        b"NaN",
+        b"\xef\xbb\xbf{}",
+    ];
+
     #[test]
     fn skipping_accepts_and_refuses_what_serde_json_does() {
-        let cases: &[&[u8]] = &[
-            b"{}",
-            b"[]",
-            b" { } ",
-            b"null",
-            b"true",
-            b"false",
-            b"0",
-            b"-0",
-            b"-0.5e+10",
-            b"1E5",
-            b"12345678901234567890123",
-            b"\"\"",
-            b"\"a\\\"b\\\\c\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\"",
-            b"\"\xc3\xa9 plain UTF-8\"",
-            b"{\"a\":[1,{\"b\":null},\"x\"],\"c\":{}}",
-            b"[[[[[[]]]]]]",
-            b"{\"a\":1,\"a\":2}",
-            b"",
-            b" ",
-            b"{",
-            b"}",
-            b"[1,]",
-            b"[,1]",
-            b"{\"a\":1,}",
-            b"{\"a\" 1}",
-            b"{a:1}",
-            b"{\"a\":}",
-            b"[1 2]",
-            b"[1}",
-            b"{\"a\":1]",
-            b"01",
-            b"1.",
-            b".5",
-            b"-",
-            b"1e",
-            b"1e+",
-            b"+1",
-            b"tru",
-            b"nul",
-            b"falsy",
-            b"True",
-            b"\"abc",
-            b"\"a\\x\"",
-            b"\"a\\u12G4\"",
-            b"\"a\\u12\"",
-            b"\"tab\there\"",
-            b"\"nul\x00byte\"",
-            b"\"\\",
-            b"[1]x",
-            b"{} {}",
-            b"NaN",
-            b"\xef\xbb\xbf{}",
-        ];
-        for &case in cases {
+        for &case in CASES {
+            let what = String::from_utf8_lossy(case);
             assert_eq!(
-                skip_all(case).is_ok(),
+                explained_all(case).is_ok(),
                 serde_accepts(case),
-                "{:?}: {:?}",
-                String::from_utf8_lossy(case),
-                skip_all(case)
+                "{what:?}: {:?}",
+                explained_all(case)
             );
+            if serde_accepts(case) {
+                assert_eq!(skip_all(case), Ok(()), "{what:?}");
+            }
         }
     }
 
     #[test]
     fn skipping_agrees_with_serde_json_on_every_prefix_and_byte_flip_of_a_review() {
         let review = include_bytes!("../tests/fixtures/admission-reviews/pod-create-direct.json");
+        // A body cut short is refused however it is skipped.
         for end in 0..=review.len() {
             let prefix = &review[..end];
             assert_eq!(
@@ -727,22 +1114,156 @@ mod tests {
                 serde_accepts(prefix),
                 "prefix of {end} bytes"
             );
+            assert_eq!(
+                explained_all(prefix).is_ok(),
+                serde_accepts(prefix),
+                "prefix of {end} bytes"
+            );
         }
-        // Replace each structural or string byte by each of a set of troublemakers.
+        // Replace each structural or string byte by each of a set of troublemakers: the whole
+        // grammar agrees with serde_json; the hot path accepts all that serde_json accepts.
         let replacements = [
             b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'0', b'-', b'e', b' ', b'x', 0x01,
         ];
         for at in 0..review.len() {
+            let mut changed = review.to_vec();
             for &with in &replacements {
-                let mut changed = review.to_vec();
                 changed[at] = with;
+                let serde = serde_accepts(&changed);
                 assert_eq!(
-                    skip_all(&changed).is_ok(),
-                    serde_accepts(&changed),
-                    "byte {at} set to {with:?}: {:?}",
-                    skip_all(&changed)
+                    explained_all(&changed).is_ok(),
+                    serde,
+                    "byte {at} set to {with:?}"
                 );
+                if serde {
+                    assert_eq!(skip_all(&changed), Ok(()), "byte {at} set to {with:?}");
+                }
             }
+        }
+    }
+
+    /// Where each skipper ends (`None`: refused), after any leading whitespace.
+    fn skipper_ends(text: &[u8]) -> (Option<usize>, Option<usize>) {
+        let start = whitespace_end(text, 0);
+        // Not through `skip_value`, which falls back on the whole grammar when this refuses.
+        let fast = skipped_value_end(text, start);
+        let mut reader = Reader::new(text);
+        reader.set_position(start);
+        let explained = reader.skip_value_explained().ok();
+        (fast, explained.map(|value| start + value.len()))
+    }
+
+    /// The hot path skips every valid value to the same end as the whole grammar, refuses every
+    /// value cut short, and may accept only what breaks the grammar between brackets.
+    #[test]
+    fn the_structural_skip_ends_where_the_whole_grammar_does() {
+        let direct = serde_json::to_vec(
+            &serde_json::from_slice::<serde_json::Value>(include_bytes!(
+                "../tests/fixtures/admission-reviews/pod-create-direct.json"
+            ))
+            .expect("fixture is JSON"),
+        )
+        .expect("serializes");
+        let pretty = include_bytes!("../tests/fixtures/admission-reviews/configmap-create.json");
+        let replacements = [
+            b'"', b'\\', b'{', b'}', b'[', b']', b',', b':', b'0', b'-', b'.', b'e', b' ', b'x',
+            0x01,
+        ];
+        for (number, text) in [direct, pretty.to_vec()].into_iter().enumerate() {
+            for end in 0..=text.len() {
+                let (fast, explained) = skipper_ends(&text[..end]);
+                assert_eq!(fast, explained, "fixture {number}, {end} bytes");
+            }
+            for at in 0..text.len() {
+                let mut changed = text.clone();
+                for &with in &replacements {
+                    changed[at] = with;
+                    let (fast, explained) = skipper_ends(&changed);
+                    if explained.is_some() {
+                        assert_eq!(fast, explained, "fixture {number}, byte {at} set to {with}");
+                    }
+                }
+                changed.remove(at);
+                let (fast, explained) = skipper_ends(&changed);
+                if explained.is_some() {
+                    assert_eq!(fast, explained, "fixture {number}, byte {at} removed");
+                }
+            }
+        }
+        // Escapes and strings across the 64-byte blocks, at every offset.
+        let tails: [&str; 8] = [
+            r#"\"x"#,
+            r#"\\"#,
+            r#"\\\"y"#,
+            r#"\u00e9"#,
+            r#"\n\t"#,
+            "\",\"[]{}\",\"",
+            r#"\\\\"#,
+            r#"\/"#,
+        ];
+        for pad in 0..140 {
+            for tail in tails {
+                let text = format!(
+                    r#"{{"k":["{}{tail}"],"z":{{"a":[1,{{}}]}}}}"#,
+                    "a".repeat(pad)
+                );
+                let (fast, explained) = skipper_ends(text.as_bytes());
+                assert!(explained.is_some(), "{text}");
+                assert_eq!(fast, explained, "{text}");
+                for end in 0..text.len() {
+                    let (fast, explained) = skipper_ends(&text.as_bytes()[..end]);
+                    assert_eq!(fast, explained, "{end} bytes of {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn skipped_containers_have_their_structure_checked() {
+        let refused: &[&[u8]] = &[
+            b"[",
+            b"[[]",
+            b"{\"a\":[}",
+            b"[1}",
+            b"{\"a\":1]",
+            b"[\"abc]",
+            b"[\"a\\x\"]",
+            b"[\"a\\u12G4\"]",
+            b"[\"a\\u12\"]",
+            b"[\"tab\there\"]",
+            b"[\"nul\x00byte\"]",
+            b"[1,\\n]",
+            b"{\"a\\",
+        ];
+        for &text in refused {
+            assert!(
+                skip_all(text).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        // Not checked between brackets (documented): accepted although not JSON.
+        let accepted: &[&[u8]] = &[
+            b"[1,]",
+            b"[,1]",
+            b"{\"a\" 1}",
+            b"{a:1}",
+            b"[1 2]",
+            b"[01]",
+            b"[tru]",
+        ];
+        for &text in accepted {
+            assert_eq!(
+                skip_all(text),
+                Ok(()),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+            assert!(
+                explained_all(text).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
         }
     }
 

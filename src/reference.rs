@@ -52,10 +52,12 @@ impl<'a> ImageReference<'a> {
             return Err(ReferenceError::Empty);
         }
         let owned = || input.to_owned();
-        if has_space_or_control(input) {
+        let scan = Scan::of(input.as_bytes());
+        // Outside ASCII, whitespace and control characters need the Unicode tables.
+        if scan.space_or_control || (scan.non_ascii && has_space_or_control_char(input)) {
             return Err(ReferenceError::Whitespace { input: owned() });
         }
-        if input.contains("://") {
+        if scan.scheme {
             return Err(ReferenceError::Scheme { input: owned() });
         }
         if is_image_id(input) {
@@ -63,24 +65,29 @@ impl<'a> ImageReference<'a> {
         }
 
         // The digest goes first: it contains ':' itself, and '@' cannot occur anywhere else.
-        let (rest, digest) = match input.split_once('@') {
-            Some((rest, digest)) => (rest, Some(digest)),
+        // Every position below is of an ASCII byte, so every slice is on a char boundary.
+        let (rest, digest) = match scan.at {
+            Some(at) => (&input[..at], Some(&input[at + 1..])),
             None => (input, None),
         };
         if let Some(digest) = digest {
             if digest.is_empty() {
                 return Err(ReferenceError::EmptyDigest { input: owned() });
             }
-            check_digest(digest).map_err(|reason| ReferenceError::InvalidDigest {
-                input: owned(),
-                digest: digest.to_owned(),
-                reason,
-            })?;
+            if !scan.sha256 {
+                check_digest(digest).map_err(|reason| ReferenceError::InvalidDigest {
+                    input: owned(),
+                    digest: digest.to_owned(),
+                    reason,
+                })?;
+            }
         }
 
         // A ':' is a tag separator only after the last '/'; before it, it introduces a port.
-        let (name, tag) = match rest.rfind(':') {
-            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+        let (name, tag) = match scan.last_colon {
+            Some(i) if scan.last_slash.is_none_or(|slash| slash < i) => {
+                (&rest[..i], Some(&rest[i + 1..]))
+            }
             _ => (rest, None),
         };
         if let Some(tag) = tag {
@@ -98,41 +105,42 @@ impl<'a> ImageReference<'a> {
             return Err(ReferenceError::MissingName { input: owned() });
         }
 
-        let (written_domain, path) = split_docker_domain(name);
-        let domain = match written_domain {
-            None => DOCKER_HUB,
-            Some(LEGACY_DOCKER_HUB) => DOCKER_HUB,
-            Some(domain) => domain,
-        };
-        let (host, port) = split_host_port(domain).map_err(|problem| match problem {
-            DomainProblem::Host => ReferenceError::InvalidDomain {
-                input: owned(),
-                domain: domain.to_owned(),
-            },
-            DomainProblem::Port(port) => ReferenceError::InvalidPort {
-                input: owned(),
-                port: port.to_owned(),
-            },
-        })?;
-
-        // Checked before the component grammar, like distribution, so "acme/App" gets the
-        // message that tells the user what to change.
-        if path.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(ReferenceError::Uppercase {
-                input: owned(),
-                path: path.to_owned(),
-            });
-        }
-        for component in path.split('/') {
-            if component.is_empty() {
-                return Err(ReferenceError::EmptyPathComponent { input: owned() });
+        // The first '/' of `rest` is the first of `name`: a tag starts after the last '/'.
+        let (written_domain, path) = split_docker_domain(name, scan.first_slash);
+        let (domain, host, port) = match written_domain {
+            None | Some(LEGACY_DOCKER_HUB) => (DOCKER_HUB, DOCKER_HUB, None),
+            Some(domain) => {
+                let (host, port) = split_host_port(domain).map_err(|problem| match problem {
+                    DomainProblem::Host => ReferenceError::InvalidDomain {
+                        input: owned(),
+                        domain: domain.to_owned(),
+                    },
+                    DomainProblem::Port(port) => ReferenceError::InvalidPort {
+                        input: owned(),
+                        port: port.to_owned(),
+                    },
+                })?;
+                (domain, host, port)
             }
-            if !is_path_component(component) {
-                return Err(ReferenceError::InvalidPathComponent {
+        };
+
+        // An uppercase letter fails the component grammar too, so a valid path has none; on
+        // failure it is looked for first, like distribution, so "acme/App" gets the message
+        // that tells the user what to change.
+        if let Err(problem) = check_path(path) {
+            if path.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(ReferenceError::Uppercase {
                     input: owned(),
-                    component: component.to_owned(),
+                    path: path.to_owned(),
                 });
             }
+            return Err(match problem {
+                PathProblem::Empty => ReferenceError::EmptyPathComponent { input: owned() },
+                PathProblem::Invalid(component) => ReferenceError::InvalidPathComponent {
+                    input: owned(),
+                    component: component.to_owned(),
+                },
+            });
         }
 
         let reference = ImageReference {
@@ -154,6 +162,17 @@ impl<'a> ImageReference<'a> {
         Ok(reference)
     }
 
+    /// The [`Display`](fmt::Display) form ("docker.io/library/nginx"), built without the
+    /// formatting machinery: the webhook records it for every image that needs a Secret.
+    pub fn normalized_name(&self) -> String {
+        let mut name = String::with_capacity(self.normalized_len());
+        name.push_str(self.domain);
+        name.push('/');
+        name.push_str(self.official_prefix());
+        name.push_str(self.path);
+        name
+    }
+
     /// True when the image is pulled from Docker Hub: domain "docker.io", which covers familiar
     /// names ("nginx", "acme/app") and "index.docker.io/...". The kubelet offers the
     /// "index.docker.io" credentials to exactly these images.
@@ -173,7 +192,7 @@ impl<'a> ImageReference<'a> {
 
     /// A single-component Docker Hub path, which distribution puts under "library/".
     fn is_official(&self) -> bool {
-        self.is_docker_hub() && !self.path.contains('/')
+        self.is_docker_hub() && !self.path.bytes().any(|b| b == b'/')
     }
 
     fn official_prefix(&self) -> &'static str {
@@ -409,16 +428,17 @@ impl HostPattern {
         } else {
             image.host
         };
-        let mut pattern_labels = self.host().split('.');
-        let mut target_labels = target_host.split('.');
-        loop {
-            match (pattern_labels.next(), target_labels.next()) {
-                (Some(pattern), Some(target)) if glob_label(pattern, target) => {}
-                (None, None) => break,
-                _ => return false,
-            }
-        }
-        path_prefix_matches(self.path(), image)
+        // A cheap necessary condition first, which most other registries' images fail: '*'
+        // never spans a '.', so the target ends with what follows the last '*' of the pattern
+        // (all of it when there is none).
+        let host = self.host();
+        let literal = host
+            .bytes()
+            .rposition(|b| b == b'*')
+            .map_or(host, |star| &host[star + 1..]);
+        target_host.ends_with(literal)
+            && host_matches(host, target_host)
+            && path_prefix_matches(self.path(), image)
     }
 
     fn host(&self) -> &str {
@@ -501,22 +521,124 @@ fn is_image_id(input: &str) -> bool {
 }
 
 fn is_lower_hex(b: u8) -> bool {
-    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+    is(LOWER_HEX, b)
+}
+
+/// What one pass over an image reference finds: the checks that come first, and the
+/// separators that split it. Positions are byte offsets of ASCII bytes.
+#[derive(Default)]
+struct Scan {
+    /// An ASCII space or control byte.
+    space_or_control: bool,
+    /// A byte outside ASCII (then a non-ASCII whitespace or control character is possible).
+    non_ascii: bool,
+    /// "://" anywhere.
+    scheme: bool,
+    /// The first '@'.
+    at: Option<usize>,
+    /// The last ':' before the first '@'.
+    last_colon: Option<usize>,
+    /// The first and last '/' before the first '@'.
+    first_slash: Option<usize>,
+    last_slash: Option<usize>,
+    /// Everything after the first '@' is a well-formed sha256 digest.
+    sha256: bool,
+}
+
+// Byte classes: the bits of `BYTE_CLASSES`.
+/// What [`Scan::of`] looks at: its separators, and the bytes never part of a reference (ASCII
+/// whitespace and control characters, and all bytes of non-ASCII characters).
+const SCAN_STOP: u8 = 1;
+/// `[0-9a-f]`
+const LOWER_HEX: u8 = 2;
+/// `[a-z0-9]`
+const LOWER_ALPHANUMERIC: u8 = 4;
+/// `[A-Za-z0-9]`
+const ALPHANUMERIC: u8 = 8;
+
+/// A table, because the letters and digits that make up most of a reference would otherwise
+/// each go through several comparisons.
+const BYTE_CLASSES: [u8; 256] = {
+    let mut classes = [0; 256];
+    let mut i = 0;
+    while i < classes.len() {
+        let b = i as u8;
+        if matches!(b, b'/' | b':' | b'@' | 0..=b' ' | 0x7f..) {
+            classes[i] |= SCAN_STOP;
+        }
+        if matches!(b, b'0'..=b'9' | b'a'..=b'f') {
+            classes[i] |= LOWER_HEX;
+        }
+        if matches!(b, b'0'..=b'9' | b'a'..=b'z') {
+            classes[i] |= LOWER_ALPHANUMERIC;
+        }
+        if b.is_ascii_alphanumeric() {
+            classes[i] |= ALPHANUMERIC;
+        }
+        i += 1;
+    }
+    classes
+};
+
+fn is(class: u8, b: u8) -> bool {
+    BYTE_CLASSES[usize::from(b)] & class != 0
+}
+
+impl Scan {
+    fn of(bytes: &[u8]) -> Self {
+        let mut scan = Scan::default();
+        // An index loop: one counter per byte, where `enumerate` keeps two.
+        let mut next = 0;
+        while next < bytes.len() {
+            let (i, b) = (next, bytes[next]);
+            next += 1;
+            if !is(SCAN_STOP, b) {
+                continue;
+            }
+            match b {
+                b'/' => {
+                    if i >= 2 && bytes[i - 2] == b':' && bytes[i - 1] == b'/' {
+                        scan.scheme = true;
+                    }
+                    if scan.at.is_none() {
+                        scan.first_slash.get_or_insert(i);
+                        scan.last_slash = Some(i);
+                    }
+                }
+                b':' if scan.at.is_none() => scan.last_colon = Some(i),
+                b'@' if scan.at.is_none() => {
+                    scan.at = Some(i);
+                    // The usual digest holds none of the bytes looked for: no need to go on.
+                    if is_sha256_digest(&bytes[next..]) {
+                        scan.sha256 = true;
+                        break;
+                    }
+                }
+                // ASCII whitespace and control characters are the bytes up to ' ', and DEL.
+                0..=b' ' | 0x7f => scan.space_or_control = true,
+                0x80.. => scan.non_ascii = true,
+                _ => {}
+            }
+        }
+        scan
+    }
 }
 
 /// distribution's `splitDockerDomain`: the first component is a registry only if it looks like
-/// one, because Docker Hub user names ("acme/app") share the syntax.
-fn split_docker_domain(name: &str) -> (Option<&str>, &str) {
-    match name.split_once('/') {
-        Some((first, remainder))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+/// one, because Docker Hub user names ("acme/app") share the syntax. `first_slash` is the
+/// position of the first '/' in `name`.
+fn split_docker_domain(name: &str, first_slash: Option<usize>) -> (Option<&str>, &str) {
+    if let Some(i) = first_slash {
+        let first = &name[..i];
+        if first == "localhost"
+            || first
+                .bytes()
+                .any(|b| b == b'.' || b == b':' || b.is_ascii_uppercase())
         {
-            (Some(first), remainder)
+            return (Some(first), &name[i + 1..]);
         }
-        _ => (None, name),
     }
+    (None, name)
 }
 
 enum DomainProblem<'a> {
@@ -526,26 +648,27 @@ enum DomainProblem<'a> {
 
 /// `host[:port]` with host := domain-name | IPv4 | "[" IPv6 "]", as distribution's grammar.
 fn split_host_port(domain: &str) -> Result<(&str, Option<&str>), DomainProblem<'_>> {
-    let (host, port) = if let Some(bracketed) = domain.strip_prefix('[') {
-        let (address, after) = bracketed.split_once(']').ok_or(DomainProblem::Host)?;
+    let bytes = domain.as_bytes();
+    let (host, port) = if bytes.first() == Some(&b'[') {
+        let close = bytes
+            .iter()
+            .position(|&b| b == b']')
+            .ok_or(DomainProblem::Host)?;
+        let (address, after) = (&domain[1..close], &domain[close + 1..]);
         if address.is_empty() || !address.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
             return Err(DomainProblem::Host);
         }
-        let port = match after {
-            "" => None,
-            _ => Some(after.strip_prefix(':').ok_or(DomainProblem::Host)?),
+        let port = match after.as_bytes() {
+            [] => None,
+            [b':', ..] => Some(&after[1..]),
+            _ => return Err(DomainProblem::Host),
         };
         (address, port)
     } else {
-        let (host, port) = match domain.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (domain, None),
-        };
         // An IPv4 address is a valid domain name syntactically, so one check covers both.
-        if !host.split('.').all(is_domain_component) {
-            return Err(DomainProblem::Host);
-        }
-        (host, port)
+        let end = domain_name_end(bytes).ok_or(DomainProblem::Host)?;
+        let port = (end < domain.len()).then(|| &domain[end + 1..]);
+        (&domain[..end], port)
     };
     if let Some(port) = port
         && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
@@ -555,40 +678,67 @@ fn split_host_port(domain: &str) -> Result<(&str, Option<&str>), DomainProblem<'
     Ok((host, port))
 }
 
-/// `[a-zA-Z0-9] | [a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`
-fn is_domain_component(component: &str) -> bool {
-    let bytes = component.as_bytes();
-    match (bytes.first(), bytes.last()) {
-        (Some(first), Some(last)) => {
-            first.is_ascii_alphanumeric()
-                && last.is_ascii_alphanumeric()
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+/// Where the host of `host[:port]` ends (its first ':', or the end) if it is a domain name:
+/// components joined by '.', each `[a-zA-Z0-9] | [a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`.
+fn domain_name_end(domain: &[u8]) -> Option<usize> {
+    // The byte before the current one; a component starts as if after a '.'.
+    let mut previous = b'.';
+    for (i, &b) in domain.iter().enumerate() {
+        if !is(ALPHANUMERIC, b) {
+            let ok = match b {
+                b':' => return (previous != b'.' && previous != b'-').then_some(i),
+                // A component is not empty and neither starts nor ends with '-'.
+                b'.' => previous != b'.' && previous != b'-',
+                b'-' => previous != b'.',
+                _ => false,
+            };
+            if !ok {
+                return None;
+            }
         }
-        _ => false,
+        previous = b;
     }
+    (previous != b'.' && previous != b'-').then_some(domain.len())
 }
 
-/// `[a-z0-9]+ (separator [a-z0-9]+)*` with separator := "." | "_" | "__" | "-"+
-fn is_path_component(component: &str) -> bool {
-    let bytes = component.as_bytes();
-    let alphanumeric = |i: usize| {
-        bytes
-            .get(i)
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+/// Why a repository path does not follow the grammar.
+enum PathProblem<'a> {
+    /// A leading, trailing or doubled '/'.
+    Empty,
+    /// The first component that does not follow it.
+    Invalid(&'a str),
+}
+
+/// Components joined by '/', each `[a-z0-9]+ (separator [a-z0-9]+)*` with
+/// separator := "." | "_" | "__" | "-"+; checked in one pass, first component first.
+fn check_path(path: &str) -> Result<(), PathProblem<'_>> {
+    let bytes = path.as_bytes();
+    let alphanumeric = |i: usize| bytes.get(i).is_some_and(|&b| is(LOWER_ALPHANUMERIC, b));
+    let invalid = |start: usize| {
+        let component = &path[start..];
+        let end = component.bytes().position(|b| b == b'/');
+        PathProblem::Invalid(&component[..end.unwrap_or(component.len())])
     };
+    // Where the current component starts.
+    let mut start = 0;
     let mut i = 0;
     loop {
         // A run of [a-z0-9]+ is required at the start and after every separator.
         if !alphanumeric(i) {
-            return false;
+            if i == start && matches!(bytes.get(i), None | Some(b'/')) {
+                return Err(PathProblem::Empty);
+            }
+            return Err(invalid(start));
         }
         while alphanumeric(i) {
             i += 1;
         }
         match bytes.get(i) {
-            None => return true,
+            None => return Ok(()),
+            Some(b'/') => {
+                i += 1;
+                start = i;
+            }
             Some(b'.') => i += 1,
             Some(b'_') => {
                 i += if bytes.get(i + 1) == Some(&b'_') {
@@ -602,7 +752,7 @@ fn is_path_component(component: &str) -> bool {
                     i += 1;
                 }
             }
-            Some(_) => return false,
+            Some(_) => return Err(invalid(start)),
         }
     }
 }
@@ -619,16 +769,15 @@ fn is_tag(tag: &str) -> bool {
 /// `algorithm ":" encoded`; sha256 needs its exact 64 lowercase hex, other algorithms at least
 /// 32 hex characters (distribution's `digestPat`).
 fn check_digest(digest: &str) -> Result<(), &'static str> {
-    let Some((algorithm, encoded)) = digest.split_once(':') else {
+    let Some(colon) = digest.bytes().position(|b| b == b':') else {
         return Err("expected <algorithm>:<hex>");
     };
-    let algorithm_ok = algorithm.split(['+', '.', '_', '-']).all(|part| {
-        !part.is_empty()
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    });
-    if !algorithm_ok {
+    let (algorithm, encoded) = (&digest[..colon], &digest[colon + 1..]);
+    // The common case in one pass: lowercase hex is also a valid encoding.
+    if is_sha256_digest(digest.as_bytes()) {
+        return Ok(());
+    }
+    if !is_digest_algorithm(algorithm) {
         return Err("the algorithm must be runs of a-z and 0-9, joined by '+', '.', '_' or '-'");
     }
     let encoded_ok = !encoded.is_empty()
@@ -648,6 +797,29 @@ fn check_digest(digest: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// "sha256:" and 64 lowercase hex characters, which [`check_digest`] accepts.
+fn is_sha256_digest(digest: &[u8]) -> bool {
+    digest.len() == 71
+        && digest.starts_with(b"sha256:")
+        && digest[7..].iter().all(|&b| is_lower_hex(b))
+}
+
+/// `[a-z0-9]+ ([+._-] [a-z0-9]+)*`
+fn is_digest_algorithm(algorithm: &str) -> bool {
+    // Whether the current run of [a-z0-9] is non-empty.
+    let mut in_run = false;
+    for b in algorithm.bytes() {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() {
+            in_run = true;
+        } else if in_run && matches!(b, b'+' | b'.' | b'_' | b'-') {
+            in_run = false;
+        } else {
+            return false;
+        }
+    }
+    in_run
+}
+
 /// The kubelet's `Add`: one leading "/v1/" or "/v2/" names the registry API, not a repository,
 /// and a path of just "/" means none.
 fn canonical_path(path: &str) -> &str {
@@ -661,6 +833,25 @@ fn canonical_path(path: &str) -> &str {
 
 fn has_api_version_prefix(path: &str) -> bool {
     path.starts_with("/v1/") || path.starts_with("/v2/")
+}
+
+/// Go `filepath.Match` on a host: as many labels on both sides, each matching its glob.
+fn host_matches(pattern: &str, target: &str) -> bool {
+    let (mut pattern, mut target) = (pattern, target);
+    loop {
+        let pattern_dot = pattern.bytes().position(|b| b == b'.');
+        let target_dot = target.bytes().position(|b| b == b'.');
+        let pattern_label = &pattern[..pattern_dot.unwrap_or(pattern.len())];
+        let target_label = &target[..target_dot.unwrap_or(target.len())];
+        if !glob_label(pattern_label, target_label) {
+            return false;
+        }
+        match (pattern_dot, target_dot) {
+            (Some(p), Some(t)) => (pattern, target) = (&pattern[p + 1..], &target[t + 1..]),
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// Go `filepath.Match` on one host label, for patterns whose only metacharacter is `*`
@@ -710,12 +901,21 @@ fn path_prefix_matches(prefix: &str, image: &ImageReference<'_>) -> bool {
 
 /// Whether `text` holds whitespace or a control character (never part of a reference or pattern).
 fn has_space_or_control(text: &str) -> bool {
-    if text.is_ascii() {
-        // ASCII whitespace and control characters are the bytes up to ' ', and DEL.
-        text.bytes().any(|b| b <= b' ' || b == 0x7f)
-    } else {
-        text.chars().any(|c| c.is_whitespace() || c.is_control())
+    let mut non_ascii = false;
+    for b in text.bytes() {
+        match b {
+            // ASCII whitespace and control characters are the bytes up to ' ', and DEL.
+            0..=b' ' | 0x7f => return true,
+            0x80.. => non_ascii = true,
+            _ => {}
+        }
     }
+    non_ascii && has_space_or_control_char(text)
+}
+
+/// The Unicode form of [`has_space_or_control`], for text outside ASCII.
+fn has_space_or_control_char(text: &str) -> bool {
+    text.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[cfg(test)]
@@ -1156,6 +1356,494 @@ mod tests {
                 glob_label(glob, label),
                 *want,
                 "glob {glob:?}, label {label:?}"
+            );
+        }
+    }
+
+    // The implementation before the single-pass rewrite of `ImageReference::parse` and
+    // `HostPattern::matches`, kept as the oracle of the differential test below.
+
+    fn parse_reference_model(input: &str) -> Result<ImageReference<'_>, ReferenceError> {
+        if input.is_empty() {
+            return Err(ReferenceError::Empty);
+        }
+        let owned = || input.to_owned();
+        if model_has_space_or_control(input) {
+            return Err(ReferenceError::Whitespace { input: owned() });
+        }
+        if input.contains("://") {
+            return Err(ReferenceError::Scheme { input: owned() });
+        }
+        if is_image_id(input) {
+            return Err(ReferenceError::ImageId { input: owned() });
+        }
+
+        // The digest goes first: it contains ':' itself, and '@' cannot occur anywhere else.
+        let (rest, digest) = match input.split_once('@') {
+            Some((rest, digest)) => (rest, Some(digest)),
+            None => (input, None),
+        };
+        if let Some(digest) = digest {
+            if digest.is_empty() {
+                return Err(ReferenceError::EmptyDigest { input: owned() });
+            }
+            model_check_digest(digest).map_err(|reason| ReferenceError::InvalidDigest {
+                input: owned(),
+                digest: digest.to_owned(),
+                reason,
+            })?;
+        }
+
+        // A ':' is a tag separator only after the last '/'; before it, it introduces a port.
+        let (name, tag) = match rest.rfind(':') {
+            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+            _ => (rest, None),
+        };
+        if let Some(tag) = tag {
+            if tag.is_empty() {
+                return Err(ReferenceError::EmptyTag { input: owned() });
+            }
+            if !is_tag(tag) {
+                return Err(ReferenceError::InvalidTag {
+                    input: owned(),
+                    tag: tag.to_owned(),
+                });
+            }
+        }
+        if name.is_empty() {
+            return Err(ReferenceError::MissingName { input: owned() });
+        }
+
+        let (written_domain, path) = model_split_docker_domain(name);
+        let domain = match written_domain {
+            None => DOCKER_HUB,
+            Some(LEGACY_DOCKER_HUB) => DOCKER_HUB,
+            Some(domain) => domain,
+        };
+        let (host, port) = model_split_host_port(domain).map_err(|problem| match problem {
+            ModelDomainProblem::Host => ReferenceError::InvalidDomain {
+                input: owned(),
+                domain: domain.to_owned(),
+            },
+            ModelDomainProblem::Port(port) => ReferenceError::InvalidPort {
+                input: owned(),
+                port: port.to_owned(),
+            },
+        })?;
+
+        // Checked before the component grammar, like distribution, so "acme/App" gets the
+        // message that tells the user what to change.
+        if path.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(ReferenceError::Uppercase {
+                input: owned(),
+                path: path.to_owned(),
+            });
+        }
+        for component in path.split('/') {
+            if component.is_empty() {
+                return Err(ReferenceError::EmptyPathComponent { input: owned() });
+            }
+            if !model_is_path_component(component) {
+                return Err(ReferenceError::InvalidPathComponent {
+                    input: owned(),
+                    component: component.to_owned(),
+                });
+            }
+        }
+
+        let reference = ImageReference {
+            domain,
+            host,
+            port,
+            path,
+            tag,
+            digest,
+        };
+        // distribution measures the normalized name ("docker.io/library/nginx"), not the input.
+        let official = reference.domain == DOCKER_HUB && !reference.path.contains('/');
+        let length = reference.domain.len()
+            + 1
+            + if official { OFFICIAL_PREFIX.len() } else { 0 }
+            + reference.path.len();
+        if length > NAME_MAX {
+            return Err(ReferenceError::NameTooLong {
+                input: owned(),
+                length,
+            });
+        }
+        Ok(reference)
+    }
+
+    fn model_split_docker_domain(name: &str) -> (Option<&str>, &str) {
+        match name.split_once('/') {
+            Some((first, remainder))
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+            {
+                (Some(first), remainder)
+            }
+            _ => (None, name),
+        }
+    }
+
+    enum ModelDomainProblem<'a> {
+        Host,
+        Port(&'a str),
+    }
+
+    // `host[:port]` with host := domain-name | IPv4 | "[" IPv6 "]", as distribution's grammar.
+    fn model_split_host_port(domain: &str) -> Result<(&str, Option<&str>), ModelDomainProblem<'_>> {
+        let (host, port) = if let Some(bracketed) = domain.strip_prefix('[') {
+            let (address, after) = bracketed.split_once(']').ok_or(ModelDomainProblem::Host)?;
+            if address.is_empty() || !address.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+                return Err(ModelDomainProblem::Host);
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or(ModelDomainProblem::Host)?),
+            };
+            (address, port)
+        } else {
+            let (host, port) = match domain.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (domain, None),
+            };
+            // An IPv4 address is a valid domain name syntactically, so one check covers both.
+            if !host.split('.').all(model_is_domain_component) {
+                return Err(ModelDomainProblem::Host);
+            }
+            (host, port)
+        };
+        if let Some(port) = port
+            && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ModelDomainProblem::Port(port));
+        }
+        Ok((host, port))
+    }
+
+    // `[a-zA-Z0-9] | [a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`
+    fn model_is_domain_component(component: &str) -> bool {
+        let bytes = component.as_bytes();
+        match (bytes.first(), bytes.last()) {
+            (Some(first), Some(last)) => {
+                first.is_ascii_alphanumeric()
+                    && last.is_ascii_alphanumeric()
+                    && bytes
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            }
+            _ => false,
+        }
+    }
+
+    // `[a-z0-9]+ (separator [a-z0-9]+)*` with separator := "." | "_" | "__" | "-"+
+    fn model_is_path_component(component: &str) -> bool {
+        let bytes = component.as_bytes();
+        let alphanumeric = |i: usize| {
+            bytes
+                .get(i)
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
+        let mut i = 0;
+        loop {
+            // A run of [a-z0-9]+ is required at the start and after every separator.
+            if !alphanumeric(i) {
+                return false;
+            }
+            while alphanumeric(i) {
+                i += 1;
+            }
+            match bytes.get(i) {
+                None => return true,
+                Some(b'.') => i += 1,
+                Some(b'_') => {
+                    i += if bytes.get(i + 1) == Some(&b'_') {
+                        2
+                    } else {
+                        1
+                    }
+                }
+                Some(b'-') => {
+                    while bytes.get(i) == Some(&b'-') {
+                        i += 1;
+                    }
+                }
+                Some(_) => return false,
+            }
+        }
+    }
+
+    fn model_check_digest(digest: &str) -> Result<(), &'static str> {
+        let Some((algorithm, encoded)) = digest.split_once(':') else {
+            return Err("expected <algorithm>:<hex>");
+        };
+        let algorithm_ok = algorithm.split(['+', '.', '_', '-']).all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+        if !algorithm_ok {
+            return Err(
+                "the algorithm must be runs of a-z and 0-9, joined by '+', '.', '_' or '-'",
+            );
+        }
+        let encoded_ok = !encoded.is_empty()
+            && encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+        if !encoded_ok {
+            return Err("the encoded part must be letters, digits, '=', '_' or '-'");
+        }
+        if algorithm == "sha256" {
+            if encoded.len() != 64 || !encoded.bytes().all(is_lower_hex) {
+                return Err("sha256 needs exactly 64 lowercase hex characters");
+            }
+        } else if encoded.len() < 32 || !encoded.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the encoded part needs at least 32 hex characters");
+        }
+        Ok(())
+    }
+
+    fn model_has_space_or_control(text: &str) -> bool {
+        if text.is_ascii() {
+            // ASCII whitespace and control characters are the bytes up to ' ', and DEL.
+            text.bytes().any(|b| b <= b' ' || b == 0x7f)
+        } else {
+            text.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+    }
+
+    fn matches_model(pattern: &HostPattern, image: &ImageReference<'_>) -> bool {
+        // isDefaultRegistryMatch: the "index.docker.io" key serves Docker Hub images. The
+        // kubelet also applies it to any portless single-word domain ("localhost/app",
+        // "Foo/bar"); that would hand Docker Hub credentials to another registry, so only
+        // real Docker Hub images are matched here.
+        if pattern.text == DEFAULT_REGISTRY_KEY && image.is_docker_hub() {
+            return true;
+        }
+        if pattern.port() != image.port {
+            return false;
+        }
+        // Go's net.SplitHostPort strips IPv6 brackets only when a port follows; without one
+        // the kubelet compares the bracketed text.
+        let target_host = if image.port.is_none() && image.domain.starts_with('[') {
+            image.domain
+        } else {
+            image.host
+        };
+        let mut pattern_labels = pattern.host().split('.');
+        let mut target_labels = target_host.split('.');
+        loop {
+            match (pattern_labels.next(), target_labels.next()) {
+                (Some(pattern), Some(target)) if glob_label(pattern, target) => {}
+                (None, None) => break,
+                _ => return false,
+            }
+        }
+        path_prefix_matches(pattern.path(), image)
+    }
+
+    /// A tiny deterministic generator (xorshift64), so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// What mutations insert and substitute: the separators, characters each grammar treats
+    /// differently, ASCII and Unicode whitespace and control characters, and a non-ASCII letter.
+    const ALPHABET: &[char] = &[
+        'a', 'Z', '0', 'f', '.', ':', '/', '@', '-', '_', '[', ']', '+', '=', ' ', '\t', '\u{7f}',
+        'é', '\u{a0}', '\u{85}',
+    ];
+
+    fn seeds() -> Vec<String> {
+        let mut seeds: Vec<String> = [
+            "gcr.io/acme/app:v1",
+            concat!("europe-west1-docker.pkg.dev/p/r/img@sha256:", hex64!()),
+            concat!("eu.gcr.io/acme-prod/api:1.2.3@sha256:", hex64!()),
+            concat!("acme/app@sha512:", hex64!()),
+            "localhost:5000/x",
+            "[::1]:5000/a/b:tag",
+            "[fe80::1]/x",
+            "nginx",
+            "nginx:1.27",
+            "docker.io/library/nginx:1.25",
+            "index.docker.io/acme/app",
+            "docker.europe-west1.rep.pkg.dev/p/r/m:2.4.1",
+            "registry.example.com:8443/team/a__b/c-d.e:latest",
+            "192.168.0.1:5000/app",
+        ]
+        .map(str::to_owned)
+        .into();
+        // At the 255-character limit once normalized: one more character is one too many.
+        seeds.push(format!("gcr.io/{}", "a".repeat(248)));
+        seeds.push(format!("acme/{}", "b".repeat(245)));
+        seeds
+    }
+
+    /// Char boundaries of `text`, its end included.
+    fn boundaries(text: &str) -> Vec<usize> {
+        text.char_indices()
+            .map(|(i, _)| i)
+            .chain([text.len()])
+            .collect()
+    }
+
+    /// Every single insertion, deletion and replacement of one character from [`ALPHABET`].
+    fn single_mutations(seed: &str, out: &mut Vec<String>) {
+        let at = boundaries(seed);
+        for (k, &start) in at.iter().enumerate() {
+            let next = at.get(k + 1).copied();
+            for &c in ALPHABET {
+                out.push(format!("{}{c}{}", &seed[..start], &seed[start..]));
+                if let Some(end) = next {
+                    out.push(format!("{}{c}{}", &seed[..start], &seed[end..]));
+                }
+            }
+            if let Some(end) = next {
+                out.push(format!("{}{}", &seed[..start], &seed[end..]));
+            }
+        }
+    }
+
+    /// One random insertion, deletion or replacement.
+    fn mutate(text: &mut String, rng: &mut Rng) {
+        let at = boundaries(text);
+        let k = rng.below(at.len());
+        let c = ALPHABET[rng.below(ALPHABET.len())];
+        let (start, end) = (at[k], at.get(k + 1).copied());
+        match (rng.below(3), end) {
+            (0, Some(end)) => text.replace_range(start..end, ""),
+            (1, Some(end)) => text.replace_range(start..end, c.encode_utf8(&mut [0; 4])),
+            _ => text.insert(start, c),
+        }
+    }
+
+    fn differential_inputs() -> Vec<String> {
+        let mut inputs: Vec<String> = PARSE_CASES
+            .iter()
+            .map(|(input, _)| *input)
+            .chain(DISPLAY_CASES.iter().map(|(input, _, _)| *input))
+            .chain(MATCH_CASES.iter().map(|(_, image, _)| *image))
+            .chain(PATTERN_ERROR_CASES.iter().map(|(input, _)| *input))
+            .map(str::to_owned)
+            .collect();
+        let seeds = seeds();
+        for seed in &seeds {
+            single_mutations(seed, &mut inputs);
+        }
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..60_000 {
+            let mut text = seeds[rng.below(seeds.len())].clone();
+            for _ in 0..1 + rng.below(4) {
+                mutate(&mut text, &mut rng);
+            }
+            inputs.push(text);
+        }
+        // Short strings of the alphabet alone reach the corners the seeds do not.
+        for _ in 0..20_000 {
+            let text: String = (0..rng.below(9))
+                .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+                .collect();
+            inputs.push(text);
+        }
+        inputs
+    }
+
+    #[test]
+    fn parse_and_matches_agree_with_the_model() {
+        let patterns: Vec<HostPattern> = MATCH_CASES
+            .iter()
+            .map(|(pattern, _, _)| *pattern)
+            .chain(PATTERN_CANONICAL_CASES.iter().map(|(input, _)| *input))
+            .chain([
+                "docker.io",
+                "*",
+                "*.*",
+                "*:5000",
+                "[fe80::1]:443",
+                "192.168.0.1:5000/app",
+                "*o*.*",
+                "*.i*",
+                "l*t:5000",
+                "e*-d*r.p*g.dev",
+                "*c*r.io",
+            ])
+            .filter_map(|pattern| HostPattern::parse(pattern).ok())
+            .collect();
+        let mut variants = std::collections::BTreeSet::new();
+        let inputs = differential_inputs();
+        for input in &inputs {
+            let got = ImageReference::parse(input);
+            assert_eq!(got, parse_reference_model(input), "input {input:?}");
+            match &got {
+                Ok(reference) => {
+                    variants.insert("Ok");
+                    assert_eq!(
+                        reference.normalized_name(),
+                        reference.to_string(),
+                        "input {input:?}"
+                    );
+                    for pattern in &patterns {
+                        assert_eq!(
+                            pattern.matches(reference),
+                            matches_model(pattern, reference),
+                            "pattern {pattern}, input {input:?}"
+                        );
+                    }
+                }
+                Err(error) => {
+                    variants.insert(reference_variant(error));
+                }
+            }
+        }
+        // The generated set must reach every outcome, or the comparison proves little.
+        let all = [
+            "Ok",
+            "Empty",
+            "Whitespace",
+            "Scheme",
+            "ImageId",
+            "MissingName",
+            "InvalidDomain",
+            "InvalidPort",
+            "Uppercase",
+            "EmptyPathComponent",
+            "InvalidPathComponent",
+            "NameTooLong",
+            "EmptyTag",
+            "InvalidTag",
+            "EmptyDigest",
+            "InvalidDigest",
+        ];
+        for variant in all {
+            assert!(variants.contains(variant), "no input gives {variant}");
+        }
+        assert!(inputs.len() > 100_000, "{} inputs", inputs.len());
+    }
+
+    #[test]
+    fn has_space_or_control_agrees_with_the_model() {
+        let mut inputs = differential_inputs();
+        inputs.extend(['\u{2028}', '\u{3000}', '\u{9f}', '\u{200b}'].map(|c| format!("a{c}b")));
+        for input in &inputs {
+            assert_eq!(
+                has_space_or_control(input),
+                model_has_space_or_control(input),
+                "input {input:?}"
             );
         }
     }
