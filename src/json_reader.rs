@@ -758,28 +758,40 @@ fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
     escaped_string_end(bytes, end)
 }
 
-/// [`string_end`] from the first escape or stop byte on.
+/// [`string_end`] from the first escape or stop byte on: the strings with escapes are mostly
+/// JSON text kept in annotations and managedFields keys, with an escape every few bytes, so they are
+/// read 64 bytes at a time, as skipped containers are.
 #[cold]
 #[inline(never)]
-fn escaped_string_end(bytes: &[u8], mut at: usize) -> Option<usize> {
-    loop {
-        match *bytes.get(at)? {
-            b'"' => return Some(at + 1),
-            b'\\' => match *bytes.get(at + 1)? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
-                    at = plain_run_end(bytes, at + 2);
-                }
-                b'u' => {
-                    if !bytes.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) {
-                        return None;
-                    }
-                    at = plain_run_end(bytes, at + 6);
-                }
-                _ => return None,
-            },
-            _ => return None,
+fn escaped_string_end(bytes: &[u8], at: usize) -> Option<usize> {
+    // `at` is the first stop byte, so no backslash before it escapes it.
+    let mut escape_carry = false;
+    let mut block_start = at;
+    while block_start < bytes.len() {
+        let masks = BlockMasks::at(bytes, block_start);
+        let escaped = if masks.backslash == 0 && !escape_carry {
+            0
+        } else {
+            escaped_bytes(masks.backslash, &mut escape_carry)
+        };
+        let quotes = masks.quote & !escaped;
+        // The bytes before the closing quote, if it is in this block.
+        let in_string = match quotes {
+            0 => u64::MAX,
+            quotes => (1 << quotes.trailing_zeros()) - 1,
+        };
+        if masks.control & in_string != 0 {
+            return None;
         }
+        if escaped & in_string != 0 && !escapes_are_valid(bytes, block_start, escaped & in_string) {
+            return None;
+        }
+        if quotes != 0 {
+            return Some(block_start + quotes.trailing_zeros() as usize + 1);
+        }
+        block_start += 64;
     }
+    None
 }
 
 #[inline(always)]
@@ -833,7 +845,7 @@ fn literal_end(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
 /// within the first sixteen bytes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
+pub(crate) fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
@@ -860,7 +872,7 @@ fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn plain_run_end(bytes: &[u8], at: usize) -> usize {
+pub(crate) fn plain_run_end(bytes: &[u8], at: usize) -> usize {
     plain_run_end_portable(bytes, at)
 }
 
@@ -1213,6 +1225,19 @@ mod tests {
                 for end in 0..text.len() {
                     let (fast, explained) = skipper_ends(&text.as_bytes()[..end]);
                     assert_eq!(fast, explained, "{end} bytes of {text}");
+                }
+                // The same as skipped strings: the first escape at the start or after the pad.
+                let pad = "a".repeat(pad);
+                for text in [
+                    format!(r#""{pad}{tail}""#),
+                    format!(r#""\n{pad}{tail}""#),
+                    format!("\"\\t{pad}{tail}\u{1}\""),
+                    format!("\"\\t{pad}{tail}\\"),
+                ] {
+                    for end in 0..=text.len() {
+                        let (fast, explained) = skipper_ends(&text.as_bytes()[..end]);
+                        assert_eq!(fast, explained, "{end} bytes of {text}");
+                    }
                 }
             }
         }
