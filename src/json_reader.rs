@@ -537,11 +537,7 @@ fn container_end(bytes: &[u8], at: usize) -> Option<usize> {
     let mut block_start = at;
     while block_start < bytes.len() {
         let masks = BlockMasks::at(bytes, block_start);
-        let escaped = if masks.backslash == 0 && !escape_carry {
-            0
-        } else {
-            escaped_bytes(masks.backslash, &mut escape_carry)
-        };
+        let escaped = escaped_bytes(masks.backslash, &mut escape_carry);
         let quotes = masks.quote & !escaped;
         let string = prefix_xor(quotes) ^ string_carry;
         string_carry = ((string as i64) >> 63) as u64;
@@ -674,8 +670,17 @@ impl BlockMasks {
 
 /// Bit i set when byte i is escaped by the backslash before it. A backslash that is itself
 /// escaped escapes nothing; one in the last byte escapes the next block's first (`carry`).
-#[cold]
+#[inline(always)]
 fn escaped_bytes(backslash: u64, carry: &mut bool) -> u64 {
+    if backslash == 0 && !*carry {
+        return 0;
+    }
+    escaped_bytes_of_backslashes(backslash, carry)
+}
+
+/// [`escaped_bytes`] for a block with backslashes, one by one (they are rare).
+#[cold]
+fn escaped_bytes_of_backslashes(backslash: u64, carry: &mut bool) -> u64 {
     let (mut escaped, mut escaping) = if *carry {
         (1, backslash & !1)
     } else {
@@ -769,11 +774,7 @@ fn escaped_string_end(bytes: &[u8], at: usize) -> Option<usize> {
     let mut block_start = at;
     while block_start < bytes.len() {
         let masks = BlockMasks::at(bytes, block_start);
-        let escaped = if masks.backslash == 0 && !escape_carry {
-            0
-        } else {
-            escaped_bytes(masks.backslash, &mut escape_carry)
-        };
+        let escaped = escaped_bytes(masks.backslash, &mut escape_carry);
         let quotes = masks.quote & !escaped;
         // The bytes before the closing quote, if it is in this block.
         let in_string = match quotes {
