@@ -532,24 +532,18 @@ fn container_end(bytes: &[u8], at: usize) -> Option<usize> {
     let mut nesting = Nesting::default();
     // All ones while a string runs on from the previous block.
     let mut string_carry = 0_u64;
-    // The previous block ended with a backslash that escapes this block's first byte.
-    let mut escape_carry = false;
-    let mut block_start = at;
-    while block_start < bytes.len() {
-        let masks = BlockMasks::at(bytes, block_start);
-        let escaped = escaped_bytes(masks.backslash, &mut escape_carry);
-        let quotes = masks.quote & !escaped;
-        let string = prefix_xor(quotes) ^ string_carry;
+    for block in Blocks::new(bytes, at) {
+        let string = prefix_xor(block.quotes) ^ string_carry;
         string_carry = ((string as i64) >> 63) as u64;
         // The bytes of this block that belong to the value: up to its closing bracket, if that is
         // in this block; what follows it is not checked here.
         let mut in_value = u64::MAX;
         let mut end = None;
-        let mut brackets = masks.bracket & !string;
+        let mut brackets = block.masks.bracket & !string;
         while brackets != 0 {
             let bit = brackets.trailing_zeros();
             brackets &= brackets - 1;
-            let position = block_start + bit as usize;
+            let position = block.start + bit as usize;
             match bytes[position] {
                 b'{' => nesting.push(true),
                 b'[' => nesting.push(false),
@@ -566,19 +560,76 @@ fn container_end(bytes: &[u8], at: usize) -> Option<usize> {
                 }
             }
         }
-        // Inside strings: no raw control character and only valid escapes; outside: no backslash.
-        if (masks.control & string | masks.backslash & !string) & in_value != 0 {
-            return None;
-        }
-        if escaped & in_value != 0 && !escapes_are_valid(bytes, block_start, escaped & in_value) {
+        // No backslash outside strings; the strings themselves as `strings_are_valid` says.
+        if block.masks.backslash & !string & in_value != 0
+            || !block.strings_are_valid(bytes, string & in_value)
+        {
             return None;
         }
         if end.is_some() {
             return end;
         }
-        block_start += 64;
     }
     None
+}
+
+/// A text read 64 bytes at a time from a start, carrying backslash escapes across blocks.
+struct Blocks<'a> {
+    bytes: &'a [u8],
+    start: usize,
+    /// The previous block ended with a backslash that escapes this block's first byte.
+    escape_carry: bool,
+}
+
+/// One 64-byte block: its masks, which bytes are escaped, and its quotes that are not.
+struct Block {
+    start: usize,
+    masks: BlockMasks,
+    escaped: u64,
+    quotes: u64,
+}
+
+impl<'a> Blocks<'a> {
+    /// From `start`, where no backslash before escapes the first byte.
+    fn new(bytes: &'a [u8], start: usize) -> Self {
+        Self {
+            bytes,
+            start,
+            escape_carry: false,
+        }
+    }
+}
+
+impl Iterator for Blocks<'_> {
+    type Item = Block;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Block> {
+        if self.start >= self.bytes.len() {
+            return None;
+        }
+        let masks = BlockMasks::at(self.bytes, self.start);
+        let escaped = escaped_bytes(masks.backslash, &mut self.escape_carry);
+        let block = Block {
+            start: self.start,
+            quotes: masks.quote & !escaped,
+            masks,
+            escaped,
+        };
+        self.start += 64;
+        Some(block)
+    }
+}
+
+impl Block {
+    /// The bytes of `string` (a mask of this block's string bytes) hold no raw control character
+    /// and only valid escapes.
+    #[inline(always)]
+    fn strings_are_valid(&self, bytes: &[u8], string: u64) -> bool {
+        self.masks.control & string == 0
+            && (self.escaped & string == 0
+                || escapes_are_valid(bytes, self.start, self.escaped & string))
+    }
 }
 
 /// One bit per byte of a 64-byte block (bit i: byte `start + i`); past the end of the text the
@@ -770,27 +821,18 @@ fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
 #[inline(never)]
 fn escaped_string_end(bytes: &[u8], at: usize) -> Option<usize> {
     // `at` is the first stop byte, so no backslash before it escapes it.
-    let mut escape_carry = false;
-    let mut block_start = at;
-    while block_start < bytes.len() {
-        let masks = BlockMasks::at(bytes, block_start);
-        let escaped = escaped_bytes(masks.backslash, &mut escape_carry);
-        let quotes = masks.quote & !escaped;
+    for block in Blocks::new(bytes, at) {
         // The bytes before the closing quote, if it is in this block.
-        let in_string = match quotes {
+        let in_string = match block.quotes {
             0 => u64::MAX,
             quotes => (1 << quotes.trailing_zeros()) - 1,
         };
-        if masks.control & in_string != 0 {
+        if !block.strings_are_valid(bytes, in_string) {
             return None;
         }
-        if escaped & in_string != 0 && !escapes_are_valid(bytes, block_start, escaped & in_string) {
-            return None;
+        if block.quotes != 0 {
+            return Some(block.start + block.quotes.trailing_zeros() as usize + 1);
         }
-        if quotes != 0 {
-            return Some(block_start + quotes.trailing_zeros() as usize + 1);
-        }
-        block_start += 64;
     }
     None
 }
