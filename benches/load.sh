@@ -6,6 +6,8 @@
 #   OUT=target/load.json bash benches/load.sh   # also keep every phase's raw JSON
 #   PERF_DIR=target/perf bash benches/load.sh   # also `perf record` the server in every phase
 #                                               # (its CPU figures then include perf's own cost)
+#   PERF_STAT=1 bash benches/load.sh            # also count the server's system calls, wake-ups,
+#                                               # context switches and page faults per request
 #
 # What it does:
 #   1. cargo build --release --bin pullsecret-injector --examples
@@ -16,13 +18,14 @@
 #      examples/noop_webhook (same TLS stack and certificate, answers a fixed "allowed" review);
 #   4. the first review provisions the Secret in team-a; warm-up provisions team-0..team-7;
 #   5. for the webhook and the baseline alternately, with examples/loadgen (HTTP/1.1 keep-alive over TLS):
-#        max throughput, 32 connections, 10 s      (pod-create-direct.json, namespace team-a)
+#        max throughput, 32 connections, 4 rounds of 5 s each  (pod-create-direct.json, namespace team-a)
 #        latency at 1,000 req/s, 16 connections, 20 s (same review)
-#        max throughput, 32 connections, 8 s       (mix: 4 Pod CREATE reviews x 8 namespaces)
+#        max throughput, 32 connections, 4 rounds of 4 s each  (mix: 4 Pod CREATE reviews x 8 namespaces)
 #        latency at 1,000 req/s, 16 connections, 8 s (same mix)
 #      sampling VmRSS of the server every 200 ms (bash builtins only, no fork next to the server) and
 #      its CPU time (utime + stime from /proc/<pid>/stat) over the phase;
-#   6. prints the table: throughput ratio webhook/baseline, server CPU µs per review, latency
+#   6. prints the table: throughput ratio webhook/baseline (the median of the rounds' ratios; every
+#      round's figures are printed as it ends), server CPU µs per review (median of the rounds), latency
 #      percentiles, RSS at start/idle/peak, and the API calls the fake API saw during the steady-state
 #      phases (from its /_stats endpoint).
 # Throughput and latency depend on whatever else runs on the machine (the load client shares the
@@ -32,14 +35,18 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-MAX_SECONDS=${MAX_SECONDS:-10}
+MAX_SECONDS=${MAX_SECONDS:-5}
+# Max-throughput phases run in rounds, the two servers alternating (webhook first in odd rounds,
+# the no-op first in even ones): on a shared machine one phase each is a coin toss.
+ROUNDS=${ROUNDS:-4}
 RATE_SECONDS=${RATE_SECONDS:-20}
-MIX_SECONDS=${MIX_SECONDS:-8}
+MIX_SECONDS=${MIX_SECONDS:-4}
 RATE=${RATE:-1000}
 MAX_CONNECTIONS=${MAX_CONNECTIONS:-32}
 RATE_CONNECTIONS=${RATE_CONNECTIONS:-16}
 LOADGEN_THREADS=${LOADGEN_THREADS:-2}
 WEBHOOK_LOG=${WEBHOOK_LOG:-info}
+PERF_STAT_EVENTS=${PERF_STAT_EVENTS:-task-clock,context-switches,cpu-migrations,page-faults,sched:sched_wakeup,raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto}
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release --bin pullsecret-injector --examples
@@ -191,6 +198,11 @@ phase() { # name pid port loadgen-args...
       -o "$PERF_DIR/$name.data" >/dev/null 2>&1 &
     perf_pid=$!
   fi
+  local stat_pid=
+  if [ -n "${PERF_STAT:-}" ]; then
+    perf stat -x, -e "$PERF_STAT_EVENTS" -p "$pid" -o "$TMP/$name.perfstat" >/dev/null 2>&1 &
+    stat_pid=$!
+  fi
   while kill -0 "$lg" 2>/dev/null; do
     rss_kib "$pid" >"$TMP/rss.now"
     read -r rss <"$TMP/rss.now"
@@ -203,10 +215,19 @@ phase() { # name pid port loadgen-args...
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
   fi
+  if [ -n "$stat_pid" ]; then
+    kill -INT "$stat_pid" 2>/dev/null || true
+    wait "$stat_pid" 2>/dev/null || true
+  fi
   echo "$peak" >"$TMP/$name.rss"
   # Server CPU time (user + system) per answered request, in µs.
   jq -r --argjson t "$((cpu1 - cpu0))" --argjson hz "$CLK_TCK" '$t * 1000000 / $hz / .requests' "$TMP/$name.json" >"$TMP/$name.cpu"
   jq -r --arg cpu "$(cat "$TMP/$name.cpu")" '"  \(.label): \(.rps|floor) req/s, \(.requests) requests, errors \(.errors), non-200 \(.non_200), p50 \(.latency_us.p50) µs, p99 \(.latency_us.p99) µs, p99.9 \(.latency_us.p999) µs, max \(.latency_us.max) µs, server CPU \($cpu|tonumber|floor) µs/request"' "$TMP/$name.json"
+  if [ -n "$stat_pid" ]; then
+    # perf stat -x, lines: count,unit,event,... ; printed per answered request.
+    awk -F, -v n="$(jq .requests "$TMP/$name.json")" \
+      '$1 ~ /^[0-9]/ {printf "    %-34s %8.2f per request\n", $3, $1 / n}' "$TMP/$name.perfstat"
+  fi
 }
 
 # ---- provisioning and warm-up ---------------------------------------------------------------------
@@ -229,12 +250,44 @@ echo "  ${SECRETS_AFTER_WARMUP} pull Secrets exist; webhook RSS $(mib "$WEBHOOK_
 
 # ---- steady state ---------------------------------------------------------------------------------
 echo "steady state:"
-phase webhook_max "$WEBHOOK_PID" "$WEBHOOK_PORT" --max --duration "${MAX_SECONDS}s" --connections "$MAX_CONNECTIONS" --body "$DIRECT"
-phase noop_max "$NOOP_PID" "$NOOP_PORT" --max --duration "${MAX_SECONDS}s" --connections "$MAX_CONNECTIONS" --body "$DIRECT"
+# Runs the max-throughput phases in $ROUNDS alternating rounds, then sums them up in <name>.json
+# (median req/s, summed counts), <name>.cpu (median), <name>.rss (peak) and <name>.ratios.
+rounds() { # name loadgen-args...
+  local name=$1 r
+  shift
+  for r in $(seq 1 "$ROUNDS"); do
+    if [ $((r % 2)) -eq 1 ]; then
+      phase "webhook_${name}_$r" "$WEBHOOK_PID" "$WEBHOOK_PORT" "$@"
+      phase "noop_${name}_$r" "$NOOP_PID" "$NOOP_PORT" "$@"
+    else
+      phase "noop_${name}_$r" "$NOOP_PID" "$NOOP_PORT" "$@"
+      phase "webhook_${name}_$r" "$WEBHOOK_PID" "$WEBHOOK_PORT" "$@"
+    fi
+    echo "$(ratio "$(j "webhook_${name}_$r" .rps)" "$(j "noop_${name}_$r" .rps)")" >>"$TMP/$name.ratios"
+  done
+  local server files
+  for server in webhook noop; do
+    files=()
+    for r in $(seq 1 "$ROUNDS"); do files+=("$TMP/${server}_${name}_$r.json"); done
+    jq -s --arg phase "${server}_$name" '
+      def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+      {label: $phase, rounds: length, rps: (map(.rps) | median), rps_rounds: map(.rps),
+       requests: (map(.requests) | add), errors: (map(.errors) | add), non_200: (map(.non_200) | add),
+       not_allowed: (map(.not_allowed) | add), body_bytes_first: .[0].body_bytes_first}' \
+      "${files[@]}" >"$TMP/${server}_$name.json"
+    for r in $(seq 1 "$ROUNDS"); do cat "$TMP/${server}_${name}_$r.cpu"; done |
+      sort -g | awk '{v[NR] = $1} END {print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}' >"$TMP/${server}_$name.cpu"
+    for r in $(seq 1 "$ROUNDS"); do cat "$TMP/${server}_${name}_$r.rss"; done | sort -n | tail -1 >"$TMP/${server}_$name.rss"
+  done
+}
+median_of() { sort -g "$1" | awk '{v[NR] = $1} END {printf "%.2f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)}'; }
+j() { jq -r "$2" "$TMP/$1.json"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+rounds max --max --duration "${MAX_SECONDS}s" --connections "$MAX_CONNECTIONS" --body "$DIRECT"
 phase webhook_rate "$WEBHOOK_PID" "$WEBHOOK_PORT" --rate "$RATE" --duration "${RATE_SECONDS}s" --connections "$RATE_CONNECTIONS" --body "$DIRECT"
 phase noop_rate "$NOOP_PID" "$NOOP_PORT" --rate "$RATE" --duration "${RATE_SECONDS}s" --connections "$RATE_CONNECTIONS" --body "$DIRECT"
-phase webhook_mix_max "$WEBHOOK_PID" "$WEBHOOK_PORT" --max --duration "${MIX_SECONDS}s" --connections "$MAX_CONNECTIONS" "${MIX[@]}"
-phase noop_mix_max "$NOOP_PID" "$NOOP_PORT" --max --duration "${MIX_SECONDS}s" --connections "$MAX_CONNECTIONS" "${MIX[@]}"
+rounds mix_max --max --duration "${MIX_SECONDS}s" --connections "$MAX_CONNECTIONS" "${MIX[@]}"
 phase webhook_mix_rate "$WEBHOOK_PID" "$WEBHOOK_PORT" --rate "$RATE" --duration "${MIX_SECONDS}s" --connections "$RATE_CONNECTIONS" "${MIX[@]}"
 phase noop_mix_rate "$NOOP_PID" "$NOOP_PORT" --rate "$RATE" --duration "${MIX_SECONDS}s" --connections "$RATE_CONNECTIONS" "${MIX[@]}"
 STATS_AFTER=$(curl -s "$STATS_URL")
@@ -244,8 +297,6 @@ WEBHOOK_HWM=$(hwm_kib "$WEBHOOK_PID")
 NOOP_HWM=$(hwm_kib "$NOOP_PID")
 
 # ---- report ---------------------------------------------------------------------------------------
-j() { jq -r "$2" "$TMP/$1.json"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 peak_of() { local m=0 v; for n in "$@"; do v=$(cat "$TMP/$n.rss"); [ "$v" -gt "$m" ] && m=$v; done; echo "$m"; }
 ms() { awk -v u="$1" 'BEGIN {printf "%.3f", u / 1000}'; }
 verdict() { if awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN {exit !((op == "<=") ? (v <= t) : (v >= t))}'; then echo "met"; else echo "MISSED"; fi; }
@@ -264,19 +315,21 @@ done
 
 W_PEAK=$(peak_of webhook_max webhook_rate webhook_mix_max webhook_mix_rate)
 N_PEAK=$(peak_of noop_max noop_rate noop_mix_max noop_mix_rate)
-R_MAX=$(ratio "$(j webhook_max .rps)" "$(j noop_max .rps)")
-R_MIX=$(ratio "$(j webhook_mix_max .rps)" "$(j noop_mix_max .rps)")
+R_MAX=$(median_of "$TMP/max.ratios")
+R_MIX=$(median_of "$TMP/mix_max.ratios")
 W_P99=$(j webhook_rate .latency_us.p99)
 
 echo
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "review: $DIRECT (team-a, $(j webhook_max .body_bytes_first) bytes compact); mix: 4 Pod CREATE reviews x 8 namespaces"
 printf '\n%-44s %14s %14s %10s %s\n' "" "webhook" "baseline" "ratio" "target"
-printf '%-44s %14.0f %14.0f %10s %s\n' "max req/s, $MAX_CONNECTIONS conns (direct)" "$(j webhook_max .rps)" "$(j noop_max .rps)" "$R_MAX" "ratio >= 0.85: $(verdict "$R_MAX" '>=' 0.85)"
-printf '%-44s %14.0f %14.0f %10s\n' "max req/s, $MAX_CONNECTIONS conns (mix)" "$(j webhook_mix_max .rps)" "$(j noop_mix_max .rps)" "$R_MIX"
+printf '%-44s %14.0f %14.0f %10s %s\n' "max req/s, $MAX_CONNECTIONS conns (direct), median" "$(j webhook_max .rps)" "$(j noop_max .rps)" "$R_MAX" "median ratio >= 0.85: $(verdict "$R_MAX" '>=' 0.85)"
+printf '%-44s %14.0f %14.0f %10s\n' "max req/s, $MAX_CONNECTIONS conns (mix), median" "$(j webhook_mix_max .rps)" "$(j noop_mix_max .rps)" "$R_MIX"
+printf '%-44s %s\n' "  ratio in each round (direct)" "$(paste -sd' ' "$TMP/max.ratios")"
+printf '%-44s %s\n' "  ratio in each round (mix)" "$(paste -sd' ' "$TMP/mix_max.ratios")"
 cpu() { awk -v v="$(cat "$TMP/$1.cpu")" 'BEGIN {printf "%.1f", v}'; }
-printf '%-44s %14s %14s %10s %s\n' "server CPU µs per review, max phase (direct)" "$(cpu webhook_max)" "$(cpu noop_max)" "$(ratio "$(cpu webhook_max)" "$(cpu noop_max)")" ""
-printf '%-44s %14s %14s %10s %s\n' "server CPU µs per review, max phase (mix)" "$(cpu webhook_mix_max)" "$(cpu noop_mix_max)" "$(ratio "$(cpu webhook_mix_max)" "$(cpu noop_mix_max)")" ""
+printf '%-44s %14s %14s %10s %s\n' "server CPU µs/review, max (direct), median" "$(cpu webhook_max)" "$(cpu noop_max)" "$(ratio "$(cpu webhook_max)" "$(cpu noop_max)")" ""
+printf '%-44s %14s %14s %10s %s\n' "server CPU µs/review, max (mix), median" "$(cpu webhook_mix_max)" "$(cpu noop_mix_max)" "$(ratio "$(cpu webhook_mix_max)" "$(cpu noop_mix_max)")" ""
 printf '%-44s %14s %14s %10s %s\n' "server CPU µs per review at $RATE req/s" "$(cpu webhook_rate)" "$(cpu noop_rate)" "$(ratio "$(cpu webhook_rate)" "$(cpu noop_rate)")" ""
 for q in p50 p90 p99 p999 max; do
   printf '%-44s %14s %14s %10s %s\n' "latency $q ms at $RATE req/s, $RATE_CONNECTIONS conns" \

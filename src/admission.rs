@@ -338,14 +338,16 @@ pub async fn answer(
             );
             continue;
         }
-        let outcome = pull_secrets
-            .ensure(EnsureRequest {
-                namespace: &review.namespace,
-                registry: required.registry,
-                dry_run: review.dry_run,
-                budget,
-            })
-            .await;
+        let request = EnsureRequest {
+            namespace: &review.namespace,
+            registry: required.registry,
+            dry_run: review.dry_run,
+            budget,
+        };
+        let outcome = match pull_secrets.ready_now(&request) {
+            Some(outcome) => outcome,
+            None => pull_secrets.ensure(request).await,
+        };
         match outcome {
             EnsureOutcome::Ready | EnsureOutcome::NotManaged | EnsureOutcome::DryRun => {}
             EnsureOutcome::Foreign { first_time } => {

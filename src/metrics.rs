@@ -1,17 +1,31 @@
 //! Prometheus metrics, served as OpenMetrics text on `/metrics`.
 
+//!
+//! The per-review metrics (outcomes, injections, duration) are written on every admission request
+//! by whichever core serves it. One shared atomic per metric made the two cores take turns owning
+//! its cache line on every request; here each thread adds to its own slot and a scrape sums the
+//! slots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 type Labels = [(&'static str, String); 1];
 type Labels2 = [(&'static str, String); 2];
 type Labels3 = [(&'static str, String); 3];
 
-/// Every admission outcome label, resolved to its counter once so the hot path does not allocate.
+/// Every admission outcome label.
 const OUTCOMES: [&str; 6] = [
     "patched",
     "unchanged",
@@ -21,13 +35,175 @@ const OUTCOMES: [&str; 6] = [
     "rejected",
 ];
 
+/// Slots per metric. Threads take slots in turn; past this many threads, slots are shared, which
+/// stays correct (the adds are atomic) and only costs speed.
+const SLOTS: usize = 16;
+
+/// The slot of the calling thread.
+fn slot_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+    }
+    SLOT.with(|slot| *slot)
+}
+
+/// Upper bounds of the duration buckets, in seconds: 50 µs to ~1.6 s (the pure path sits at the low
+/// end, provisioning calls at the high end); a last bucket takes the rest.
+fn duration_bounds() -> Vec<f64> {
+    exponential_buckets(0.00005, 2.0, 16).collect()
+}
+const DURATION_BUCKETS: usize = 17;
+
+/// One thread's share of the per-review metrics, alone on its cache lines.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct ReviewSlot {
+    outcomes: [AtomicU64; OUTCOMES.len()],
+    /// Observations per bucket (not cumulative), the last one unbounded.
+    buckets: [AtomicU64; DURATION_BUCKETS],
+    duration_sum_nanos: AtomicU64,
+}
+
+#[derive(Debug)]
+struct ReviewSlots {
+    slots: Box<[ReviewSlot]>,
+    bounds: Vec<f64>,
+}
+
+impl ReviewSlots {
+    fn new() -> Self {
+        Self {
+            slots: (0..SLOTS).map(|_| ReviewSlot::default()).collect(),
+            bounds: duration_bounds(),
+        }
+    }
+
+    fn mine(&self) -> &ReviewSlot {
+        &self.slots[slot_index() % self.slots.len()]
+    }
+
+    fn total(&self, value: impl Fn(&ReviewSlot) -> &AtomicU64) -> u64 {
+        self.slots
+            .iter()
+            .map(|slot| value(slot).load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+/// `admission_requests_total{outcome}`.
+#[derive(Debug)]
+struct OutcomeCounters(Arc<ReviewSlots>);
+
+impl EncodeMetric for OutcomeCounters {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let totals = OUTCOMES
+            .iter()
+            .enumerate()
+            .map(|(index, outcome)| (*outcome, self.0.total(|slot| &slot.outcomes[index])));
+        encode_counters(&mut encoder, "outcome", totals)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// One counter per value of the label `key`.
+fn encode_counters<'a>(
+    encoder: &mut MetricEncoder,
+    key: &str,
+    totals: impl Iterator<Item = (&'a str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    for (value, total) in totals {
+        let labels = [(key, value)];
+        encoder
+            .encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(&total, None)?;
+    }
+    Ok(())
+}
+
+/// `admission_duration_seconds`.
+#[derive(Debug)]
+struct DurationHistogram(Arc<ReviewSlots>);
+
+impl EncodeMetric for DurationHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let slots = &self.0;
+        let buckets: Vec<(f64, u64)> = slots
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .enumerate()
+            .map(|(index, bound)| (bound, slots.total(|slot| &slot.buckets[index])))
+            .collect();
+        // The count is the buckets' own total, so the two always agree within a scrape.
+        let count = buckets.iter().map(|(_, n)| *n).fold(0, u64::wrapping_add);
+        let sum = Duration::from_nanos(slots.total(|slot| &slot.duration_sum_nanos)).as_secs_f64();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// A counter with one slot per thread.
+#[derive(Debug)]
+struct SlottedCounter(Box<[PaddedCounter]>);
+
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct PaddedCounter(AtomicU64);
+
+impl SlottedCounter {
+    fn new() -> Self {
+        Self((0..SLOTS).map(|_| PaddedCounter::default()).collect())
+    }
+
+    fn inc(&self) {
+        self.0[slot_index() % self.0.len()]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn total(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|slot| slot.0.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+type InjectionMap = HashMap<Box<str>, Arc<SlottedCounter>>;
+
+/// `injections_total{registry}`: registries appear with their first injection. The map is read
+/// without a lock on every review and copied on the rare first injection of a registry.
+#[derive(Debug, Default)]
+struct InjectionCounters(Arc<ArcSwap<InjectionMap>>);
+
+impl EncodeMetric for InjectionCounters {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let map = self.0.load();
+        let mut totals: Vec<(&str, u64)> = map
+            .iter()
+            .map(|(name, counter)| (&**name, counter.total()))
+            .collect();
+        totals.sort_unstable();
+        encode_counters(&mut encoder, "registry", totals.into_iter())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
-    outcome_counters: Vec<(&'static str, Counter)>,
-    injections: Family<Labels, Counter>,
-    /// Injection counters by registry name, looked up without building a label set.
-    injection_counters: std::sync::RwLock<std::collections::HashMap<String, Counter>>,
-    duration: Histogram,
+    reviews: Arc<ReviewSlots>,
+    injections: Arc<ArcSwap<InjectionMap>>,
     config_reloads: Family<Labels, Counter>,
     certificate_reloads: Family<Labels, Counter>,
     config_valid: Gauge,
@@ -63,24 +239,23 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("pullsecret_injector");
-        let requests = Family::<Labels, Counter>::default();
+        let reviews = Arc::new(ReviewSlots::new());
         registry.register(
             "admission_requests",
             "Admission requests by outcome (patched, unchanged, skipped, ignored, denied, rejected)",
-            requests.clone(),
+            OutcomeCounters(reviews.clone()),
         );
-        let injections = Family::<Labels, Counter>::default();
+        let injections = InjectionCounters::default();
+        let injection_map = injections.0.clone();
         registry.register(
             "injections",
             "Pull Secret references added to Pods, by registry entry",
-            injections.clone(),
+            injections,
         );
-        // 50 µs to ~1.6 s: the pure path sits at the low end, provisioning calls at the high end.
-        let duration = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
         registry.register(
             "admission_duration_seconds",
             "Time from a complete request body to the answer",
-            duration.clone(),
+            DurationHistogram(reviews.clone()),
         );
         let config_reloads = Family::<Labels, Counter>::default();
         registry.register(
@@ -130,63 +305,61 @@ impl Metrics {
             "Failed access token refreshes by registry entry; each is retried with backoff",
             token_failures.clone(),
         );
-        let outcome_counters = OUTCOMES
-            .iter()
-            .map(|outcome| {
-                (
-                    *outcome,
-                    requests
-                        .get_or_create(&[("outcome", (*outcome).to_owned())])
-                        .clone(),
-                )
-            })
-            .collect();
         Self {
-            outcome_counters,
-            injection_counters: std::sync::RwLock::new(std::collections::HashMap::new()),
+            reviews,
+            injections: injection_map,
             token_remaining,
             token_failures,
             secret_writes,
             provisioning_pending,
             credential_reloads,
             registry,
-            injections,
-            duration,
             config_reloads,
             certificate_reloads,
             config_valid,
         }
     }
 
+    /// Counts one admission request; `outcome` is one of [`OUTCOMES`] (others are not counted).
     pub fn request(&self, outcome: &'static str) {
-        if let Some((_, counter)) = self
-            .outcome_counters
-            .iter()
-            .find(|(name, _)| *name == outcome)
-        {
-            counter.inc();
+        if let Some(index) = OUTCOMES.iter().position(|name| *name == outcome) {
+            self.reviews.mine().outcomes[index].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub fn injection(&self, registry: &str) {
-        if let Ok(counters) = self.injection_counters.read()
-            && let Some(counter) = counters.get(registry)
-        {
+        if let Some(counter) = self.injections.load().get(registry) {
             counter.inc();
             return;
         }
-        let counter = self
-            .injections
-            .get_or_create(&[("registry", registry.to_owned())])
-            .clone();
-        counter.inc();
-        if let Ok(mut counters) = self.injection_counters.write() {
-            counters.insert(registry.to_owned(), counter);
+        let mut added = None;
+        self.injections.rcu(|map| {
+            let mut map = InjectionMap::clone(map);
+            let counter = map
+                .entry(registry.into())
+                .or_insert_with(|| Arc::new(SlottedCounter::new()));
+            added = Some(counter.clone());
+            map
+        });
+        if let Some(counter) = added {
+            counter.inc();
         }
     }
 
-    pub fn observe_duration(&self, seconds: f64) {
-        self.duration.observe(seconds);
+    pub fn observe_duration(&self, elapsed: Duration) {
+        let slots = &self.reviews;
+        let seconds = elapsed.as_secs_f64();
+        let bucket = slots
+            .bounds
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(slots.bounds.len());
+        let slot = slots.mine();
+        slot.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        slot.duration_sum_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     pub fn config_reload(&self, result: ReloadResult) {
@@ -261,7 +434,7 @@ mod tests {
         metrics.request("patched");
         metrics.injection("gcp");
         metrics.config_reload(ReloadResult::Failure);
-        metrics.observe_duration(0.0002);
+        metrics.observe_duration(Duration::from_micros(200));
         let text = metrics.render();
         assert!(
             text.contains("pullsecret_injector_admission_requests_total{outcome=\"patched\"} 2"),
@@ -283,5 +456,85 @@ mod tests {
             text.contains("pullsecret_injector_admission_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    /// Counts added from many threads (more threads than slots, so some share one) all show up.
+    #[test]
+    fn counts_from_many_threads_add_up() {
+        let metrics = Arc::new(Metrics::new());
+        let threads: Vec<_> = (0..SLOTS + 4)
+            .map(|_| {
+                let metrics = metrics.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000u64 {
+                        metrics.request(if i % 4 == 0 { "unchanged" } else { "patched" });
+                        metrics.injection(if i % 2 == 0 { "gcp" } else { "harbor" });
+                        metrics.observe_duration(Duration::from_micros(i % 100));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        let n = (SLOTS as u64 + 4) * 1000;
+        let text = metrics.render();
+        for line in [
+            format!(
+                "pullsecret_injector_admission_requests_total{{outcome=\"patched\"}} {}",
+                n * 3 / 4
+            ),
+            format!(
+                "pullsecret_injector_admission_requests_total{{outcome=\"unchanged\"}} {}",
+                n / 4
+            ),
+            "pullsecret_injector_admission_requests_total{outcome=\"denied\"} 0".to_owned(),
+            format!(
+                "pullsecret_injector_injections_total{{registry=\"gcp\"}} {}",
+                n / 2
+            ),
+            format!(
+                "pullsecret_injector_injections_total{{registry=\"harbor\"}} {}",
+                n / 2
+            ),
+            format!("pullsecret_injector_admission_duration_seconds_count {n}"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    /// Buckets are cumulative in the output, end with +Inf, and the sum is in seconds.
+    #[test]
+    fn durations_fall_in_the_right_buckets() {
+        let metrics = Metrics::new();
+        for micros in [10, 50, 51, 100, 2_000_000] {
+            metrics.observe_duration(Duration::from_micros(micros));
+        }
+        let text = metrics.render();
+        let bucket = |le: &str| {
+            let prefix =
+                format!("pullsecret_injector_admission_duration_seconds_bucket{{le=\"{le}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .unwrap_or_else(|| panic!("no bucket {le} in\n{text}"))
+                .to_owned()
+        };
+        assert_eq!(bucket("0.00005"), "2", "10 µs and 50 µs");
+        assert_eq!(bucket("0.0001"), "4", "and 51 µs and 100 µs");
+        assert_eq!(bucket("1.6384"), "4");
+        assert_eq!(bucket("+Inf"), "5", "2 s is past the last bound");
+        assert!(
+            text.contains("pullsecret_injector_admission_duration_seconds_count 5"),
+            "{text}"
+        );
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pullsecret_injector_admission_duration_seconds_sum "))
+            .and_then(|v| v.parse().ok())
+            .expect("sum");
+        assert!((sum - 2.000211).abs() < 1e-9, "{sum}");
     }
 }

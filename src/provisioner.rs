@@ -13,8 +13,9 @@
 //! `get`, `create`, `patch` (server-side apply) on `secrets` in the Pod's namespace, by name; `list` and
 //! `watch` on `secrets` in all namespaces with `fieldSelector=metadata.name=<managed name>`.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -123,6 +124,11 @@ impl FlightState {
 type FlightKey = (String, String); // (Secret name, namespace)
 
 struct Inner {
+    /// Tells this provisioner's entries apart in the per-thread [`ReadyCache`].
+    id: u64,
+    /// Bumped after every change to `sources` or `known`: a [`ReadyCache`] filled at an older
+    /// generation is stale.
+    generation: AtomicU64,
     client: kube::Client,
     options: ProvisionerOptions,
     metrics: Arc<Metrics>,
@@ -174,7 +180,10 @@ impl KubePullSecrets {
     pub fn start(client: kube::Client, metrics: Arc<Metrics>, options: ProvisionerOptions) -> Self {
         let (config, config_rx) = watch::channel(Arc::new(Config::empty()));
         let (queue, queue_rx) = mpsc::unbounded_channel();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let inner = Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
             client,
             options,
             metrics,
@@ -217,6 +226,15 @@ impl Drop for Inner {
 }
 
 impl PullSecrets for KubePullSecrets {
+    fn ready_now(&self, request: &EnsureRequest<'_>) -> Option<EnsureOutcome> {
+        if request.registry.credentials.is_none() {
+            return Some(EnsureOutcome::NotManaged);
+        }
+        self.inner
+            .is_known_ready(request.registry, request.namespace)
+            .then_some(EnsureOutcome::Ready)
+    }
+
     fn ensure<'a>(&'a self, request: EnsureRequest<'a>) -> BoxFuture<'a, EnsureOutcome> {
         Box::pin(self.inner.ensure(request))
     }
@@ -226,7 +244,97 @@ impl PullSecrets for KubePullSecrets {
     }
 }
 
+/// (registry entry, Secret, namespace) found ready by this thread, valid while the provisioner's
+/// generation stays the same. The steady-state answer then needs no lock: a lock, even a read
+/// lock, writes its shared word, and the cores serving reviews took turns owning it on every
+/// request.
+struct ReadyCache {
+    provisioner: u64,
+    generation: u64,
+    entries: Vec<ReadyEntry>,
+    /// The entry to replace next once full.
+    next: usize,
+}
+
+struct ReadyEntry {
+    registry: Box<str>,
+    secret: Box<str>,
+    namespace: Box<str>,
+}
+
+/// Entries per thread: the namespaces being served right now, not all of them.
+const READY_CACHE_ENTRIES: usize = 64;
+
+thread_local! {
+    static READY: RefCell<ReadyCache> = const {
+        RefCell::new(ReadyCache {
+            provisioner: u64::MAX,
+            generation: 0,
+            entries: Vec::new(),
+            next: 0,
+        })
+    };
+}
+
 impl Inner {
+    /// Marks `sources` or `known` changed; call after the change.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether the registry's Secret is known good in the namespace with the current credentials.
+    fn is_known_ready(&self, registry: &Registry, namespace: &str) -> bool {
+        let secret = registry.secret_name.as_str();
+        let generation = self.generation.load(Ordering::Acquire);
+        let matches = |entry: &ReadyEntry| {
+            *entry.namespace == *namespace
+                && *entry.secret == *secret
+                && *entry.registry == *registry.name
+        };
+        let cached = READY.with(|cache| {
+            let cache = cache.borrow();
+            cache.provisioner == self.id
+                && cache.generation == generation
+                && cache.entries.iter().any(matches)
+        });
+        if cached {
+            return true;
+        }
+        let ready = match (
+            self.content(&registry.name),
+            self.known_state(secret, namespace),
+        ) {
+            (Ok(content), Some(Known::Good(hash))) => hash == content.hash.short(),
+            _ => false,
+        };
+        if ready {
+            // Stored under the generation read before the state: a change since then has bumped
+            // it, so the entry is never newer than what it says.
+            READY.with(|cache| {
+                let mut cache = cache.borrow_mut();
+                if cache.provisioner != self.id || cache.generation != generation {
+                    cache.provisioner = self.id;
+                    cache.generation = generation;
+                    cache.entries.clear();
+                    cache.next = 0;
+                }
+                let entry = ReadyEntry {
+                    registry: registry.name.as_str().into(),
+                    secret: secret.into(),
+                    namespace: namespace.into(),
+                };
+                if cache.entries.len() < READY_CACHE_ENTRIES {
+                    cache.entries.push(entry);
+                } else {
+                    let next = cache.next;
+                    cache.entries[next] = entry;
+                    cache.next = (next + 1) % READY_CACHE_ENTRIES;
+                }
+            });
+        }
+        ready
+    }
+
     fn known_state(&self, secret: &str, namespace: &str) -> Option<Known> {
         let known = self.known.read().ok()?;
         known.get(secret)?.get(namespace).cloned()
@@ -249,6 +357,8 @@ impl Inner {
                 }
             }
         }
+        drop(known);
+        self.changed();
     }
 
     fn content(&self, registry: &str) -> Result<Arc<DockerConfig>, String> {
@@ -537,6 +647,7 @@ impl Inner {
             }
             *sources = fresh;
         }
+        self.changed();
         for secret in changed {
             self.queue_stale(&secret);
         }
@@ -592,6 +703,7 @@ impl Inner {
         if let Ok(mut sources) = self.sources.write() {
             sources.insert(registry.to_owned(), content);
         }
+        self.changed();
     }
 
     /// Fetches access tokens for one registry entry for as long as it is configured: refreshes around

@@ -38,6 +38,13 @@ pub enum EnsureOutcome {
 /// Makes pull Secrets exist. Implementations must be cheap when the Secret is already known good:
 /// this runs on every Pod CREATE.
 pub trait PullSecrets: Send + Sync + 'static {
+    /// The answer when it is known at once (the Secret is known good, or not managed); `None` sends
+    /// the caller to [`PullSecrets::ensure`]. Runs on every Pod CREATE, before `ensure`: it must
+    /// not block, and it should neither allocate nor take a lock in the steady state.
+    fn ready_now(&self, _request: &EnsureRequest<'_>) -> Option<EnsureOutcome> {
+        None
+    }
+
     fn ensure<'a>(&'a self, request: EnsureRequest<'a>) -> BoxFuture<'a, EnsureOutcome>;
 
     /// The config now serving: called at start and after every successful reload, so the component can
@@ -51,6 +58,10 @@ pub trait PullSecrets: Send + Sync + 'static {
 pub struct ReferenceOnly;
 
 impl PullSecrets for ReferenceOnly {
+    fn ready_now(&self, _request: &EnsureRequest<'_>) -> Option<EnsureOutcome> {
+        Some(EnsureOutcome::NotManaged)
+    }
+
     fn ensure<'a>(&'a self, _request: EnsureRequest<'a>) -> BoxFuture<'a, EnsureOutcome> {
         Box::pin(std::future::ready(EnsureOutcome::NotManaged))
     }

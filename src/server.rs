@@ -17,7 +17,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -184,16 +183,15 @@ async fn mutate(
         Ok(review) => review,
         Err(error) => return reject(StatusCode::BAD_REQUEST, error.to_string()),
     };
-    let config = state.config.load_full();
+    // A guard, not a clone: cloning the Arc would write its shared count on every request.
+    let config = state.config.load();
     let answer = admission::answer(&review, &config, state.pull_secrets.as_ref(), timeout).await;
 
     state.metrics.request(answer.outcome.as_str());
     for registry in &answer.injected {
         state.metrics.injection(registry);
     }
-    state
-        .metrics
-        .observe_duration(started.elapsed().as_secs_f64());
+    state.metrics.observe_duration(started.elapsed());
     // Per-request lines are debug: metrics count outcomes, and a log line per Pod would cost more than
     // the decision under load. Denials are rare and matter: warn.
     if answer.outcome == Outcome::Denied {
@@ -298,9 +296,10 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let max_connections = options.max_connections.max(1);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let open = Arc::new(OpenConnections::default());
     let service = Arc::new(service);
-    let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -333,16 +332,17 @@ pub async fn serve_tls(
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let activity = Arc::new(ConnectionActivity::new());
-        let service = ActivityTracking {
-            inner: Arc::clone(&service),
+        let registration = open.register(activity.clone());
+        let service = ActivityTracking(Arc::new(ConnectionService {
+            service: Arc::clone(&service),
             activity: activity.clone(),
-        };
-        let watcher = graceful.watcher();
+        }));
         let handshake_timeout = options.handshake_timeout;
         let (first_request_timeout, idle_timeout) =
             (options.header_read_timeout, options.idle_timeout);
         tokio::spawn(async move {
             let _permit = permit;
+            let _registration = registration;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
@@ -354,17 +354,36 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let io = IdleGuard::new(tls, activity, first_request_timeout, idle_timeout);
+            let io = IdleGuard::new(tls, activity.clone(), first_request_timeout, idle_timeout);
             let connection = builder.serve_connection(TokioIo::new(io), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
+            let mut connection = std::pin::pin!(connection.into_owned());
+            let mut draining = false;
+            // Once told to drain, hyper finishes the request in flight, answers it and closes; an
+            // idle keep-alive connection closes at once.
+            let served = std::future::poll_fn(|cx| {
+                use std::future::Future as _;
+                if !draining {
+                    // This connection's own waker slot: registering it touches no shared state.
+                    activity.drain_waker.register(cx.waker());
+                    if activity.drain.load(Ordering::Acquire) {
+                        draining = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+                connection.as_mut().poll(cx)
+            });
+            if let Err(error) = served.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    let in_flight = graceful.count();
+    let in_flight = max_connections - connections.available_permits();
     tracing::info!(connections = in_flight, "draining connections");
-    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+    open.drain();
+    // Every connection task holds a permit until it ends: all permits back means all drained.
+    let all_closed = connections.acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX));
+    if tokio::time::timeout(options.drain_timeout, all_closed)
         .await
         .is_err()
     {
@@ -375,12 +394,18 @@ pub async fn serve_tls(
     }
 }
 
-/// What a connection's requests are doing, shared by its service and its IO.
+/// What a connection's requests are doing, shared by its service, its IO and the drain. Written on
+/// every request by whichever core serves the connection: aligned so that no other connection's
+/// state shares its cache lines.
+#[repr(align(128))]
 struct ConnectionActivity {
     in_flight: std::sync::atomic::AtomicUsize,
     served: AtomicBool,
     /// When the connection last became idle (opened, or finished a request).
     idle_since: std::sync::Mutex<tokio::time::Instant>,
+    /// Set once at shutdown; the connection then finishes its request in flight and closes.
+    drain: AtomicBool,
+    drain_waker: futures::task::AtomicWaker,
 }
 
 impl ConnectionActivity {
@@ -389,16 +414,91 @@ impl ConnectionActivity {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             served: AtomicBool::new(false),
             idle_since: std::sync::Mutex::new(tokio::time::Instant::now()),
+            drain: AtomicBool::new(false),
+            drain_waker: futures::task::AtomicWaker::new(),
+        }
+    }
+
+    fn start_draining(&self) {
+        self.drain.store(true, Ordering::Release);
+        self.drain_waker.wake();
+    }
+}
+
+/// The connections open now, so that shutdown can reach each one. Touched when a connection opens
+/// and closes, never per request: a shared shutdown channel polled with every connection poll
+/// (hyper-util's `GracefulShutdown` takes a shared lock there) made both cores contend for it.
+#[derive(Default)]
+struct OpenConnections {
+    state: std::sync::Mutex<OpenState>,
+}
+
+#[derive(Default)]
+struct OpenState {
+    next_id: u64,
+    draining: bool,
+    by_id: std::collections::HashMap<u64, Arc<ConnectionActivity>>,
+}
+
+impl OpenConnections {
+    fn register(self: &Arc<Self>, activity: Arc<ConnectionActivity>) -> Registration {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let id = state.next_id;
+        state.next_id += 1;
+        if state.draining {
+            activity.start_draining();
+        }
+        state.by_id.insert(id, activity);
+        Registration {
+            open: Arc::clone(self),
+            id,
+        }
+    }
+
+    fn drain(&self) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.draining = true;
+        for activity in state.by_id.values() {
+            activity.start_draining();
         }
     }
 }
 
-/// Counts a connection's requests in flight and marks when it goes idle.
-#[derive(Clone)]
-struct ActivityTracking {
-    inner: Arc<WebhookService>,
+/// A connection's entry in [`OpenConnections`], removed when the connection's task ends.
+struct Registration {
+    open: Arc<OpenConnections>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut state = self
+            .open
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.by_id.remove(&self.id);
+    }
+}
+
+/// What a connection's requests share: the service and the connection's activity. One per
+/// connection, so that the reference count bumped per request lives on this connection alone (and,
+/// aligned, on no other connection's cache line).
+#[repr(align(128))]
+struct ConnectionService {
+    service: Arc<WebhookService>,
     activity: Arc<ConnectionActivity>,
 }
+
+/// Counts a connection's requests in flight and marks when it goes idle.
+#[derive(Clone)]
+struct ActivityTracking(Arc<ConnectionService>);
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ActivityTracking {
     type Response = Response;
@@ -407,10 +507,10 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ActivityTracking {
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        let in_flight = InFlight::begin(self.activity.clone());
-        let inner = Arc::clone(&self.inner);
+        let in_flight = InFlight::begin(self.0.activity.clone());
+        let connection = Arc::clone(&self.0);
         Box::pin(async move {
-            let response = inner.handle(request).await;
+            let response = connection.service.handle(request).await;
             drop(in_flight);
             Ok(response)
         })

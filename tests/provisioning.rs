@@ -601,3 +601,60 @@ async fn registry_without_credentials_only_injects_the_reference() {
     );
     assert_eq!(api.writes(), 0);
 }
+
+/// The steady state answers "ready" without asking anyone; it must stop doing so the moment the
+/// credentials change. After a key rotation whose rewrite the API refuses, a Pod in a namespace
+/// served a moment ago is told its Secret is not ready yet, and once the API recovers it is ready
+/// again with the new key.
+#[tokio::test]
+async fn a_rotation_the_api_refuses_is_not_reported_ready() {
+    let mut h = Harness::start("300ms").await;
+    h.admit("team-a", false).await;
+    for _ in 0..3 {
+        let response = h.admit("team-a", false).await;
+        assert!(
+            !warnings(&response).iter().any(|w| w.contains("not ready")),
+            "{:?}",
+            warnings(&response)
+        );
+    }
+
+    h.api
+        .inject(Fault::status(500).on_verb("patch").in_namespace("team-a"));
+    let new_key = support::service_account_key("k2");
+    h.key_dir.update(&[("key.json", new_key.as_bytes())]);
+    let reloaded = support::eventually(CONVERGE, || async {
+        h.server.metrics().await.contains(
+            "pullsecret_injector_credential_reloads_total{registry=\"gcp\",result=\"success\"} 2",
+        )
+    })
+    .await;
+    assert!(reloaded, "{}", h.server.metrics().await);
+    let response = h.admit("team-a", false).await;
+    assert!(
+        warnings(&response)
+            .iter()
+            .any(|w| w.contains("is not ready yet")),
+        "the old Secret was reported ready: {:?}",
+        warnings(&response)
+    );
+
+    h.api.clear_faults();
+    let expected_password = new_key.trim_end_matches('\n').to_owned();
+    let rotated = h
+        .api
+        .wait_for(CONVERGE, |api| {
+            api.secret("team-a", SECRET).is_some_and(|s| {
+                docker_config(&s)["auths"]["gcr.io"]["password"] == expected_password.as_str()
+            })
+        })
+        .await;
+    assert!(rotated, "the rewrite never converged");
+    let ready_again = support::eventually(CONVERGE, || async {
+        let response = h.admit("team-a", false).await;
+        !warnings(&response).iter().any(|w| w.contains("not ready"))
+    })
+    .await;
+    assert!(ready_again, "never ready again after the rewrite");
+    h.assert_no_rbac_violation();
+}

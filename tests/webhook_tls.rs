@@ -530,3 +530,57 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
         "no new connections after shutdown"
     );
 }
+
+/// Shutdown closes keep-alive connections that sit idle (HTTP/1.1 and HTTP/2, and one that never
+/// sent a request) at once: the drain waits for requests, not for idle connections to time out.
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let mut options = TestOptions::new(
+        GCP_CONFIG,
+        Arc::new(pullsecret_injector::pull_secret::ReferenceOnly),
+    );
+    // Every timer that could close an idle connection on its own is far beyond the test's bound.
+    options.server.header_read_timeout = Duration::from_secs(300);
+    options.server.idle_timeout = Duration::from_secs(300);
+    options.server.drain_timeout = Duration::from_secs(300);
+    let server = TestServer::start_with(options).await;
+    let mut h1 = server.client.connect().await.expect("connect");
+    let mut h2 = server.client.connect_h2().await.expect("connect h2");
+    assert_eq!(
+        h1.review(fixture("pod-create-direct.json")).await.status,
+        200
+    );
+    assert_eq!(
+        h2.review(fixture("pod-create-direct.json")).await.status,
+        200
+    );
+    let mut silent = server
+        .client
+        .tls_stream(&[b"http/1.1"])
+        .await
+        .expect("silent connection");
+
+    server.app.shutdown();
+    tokio::time::timeout(Duration::from_secs(20), server.app.wait())
+        .await
+        .expect("idle connections are closed at shutdown, not after the drain timeout");
+    assert!(
+        h1.send("GET", "/healthz", None, Vec::new()).await.is_err(),
+        "the idle HTTP/1.1 connection is closed"
+    );
+    assert!(
+        h2.send("GET", "/healthz", None, Vec::new()).await.is_err(),
+        "the idle HTTP/2 connection is closed"
+    );
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+    )
+    .await
+    .expect("the silent connection is closed");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the silent connection ends: {read:?}"
+    );
+}
