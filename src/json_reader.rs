@@ -1355,6 +1355,38 @@ mod tests {
         }
     }
 
+    /// Objects and arrays mixed at every depth across the 64- and 128-level boundaries of the
+    /// nesting word: the structural skip ends where the whole grammar does, and one closing
+    /// bracket of the wrong kind, at any level, is refused by the structural skip itself.
+    #[test]
+    fn brackets_pair_up_across_the_nesting_word_boundaries() {
+        for depth in (1..=140).chain([191, 192, 193, 256, 257]) {
+            let is_object = |level: usize| level.is_multiple_of(3);
+            let opens: String = (0..depth)
+                .map(|level| if is_object(level) { "{\"k\":" } else { "[" })
+                .collect();
+            let closes: Vec<&str> = (0..depth)
+                .rev()
+                .map(|level| if is_object(level) { "}" } else { "]" })
+                .collect();
+            let text = format!("{opens}0{} ", closes.concat());
+            let (fast, explained) = skipper_ends(text.as_bytes());
+            assert!(fast.is_some(), "depth {depth}");
+            assert_eq!(fast, explained, "depth {depth}");
+            for level in 0..depth {
+                let mut wrong = closes.clone();
+                let at = depth - 1 - level;
+                wrong[at] = if wrong[at] == "}" { "]" } else { "}" };
+                let text = format!("{opens}0{} ", wrong.concat());
+                assert_eq!(
+                    skipped_value_end(text.as_bytes(), 0),
+                    None,
+                    "depth {depth}, wrong close at level {level}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn strings_are_decoded_like_serde_json_and_borrowed_without_escapes() {
         let cases: &[&str] = &[
