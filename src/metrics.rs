@@ -48,15 +48,43 @@ fn slot_index() -> usize {
     SLOT.with(|slot| *slot)
 }
 
+/// One `T` per slot, each alone on its cache lines.
+#[derive(Debug)]
+struct PerThread<T>(Box<[Padded<T>]>);
+
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Padded<T>(T);
+
+impl<T: Default> PerThread<T> {
+    fn new() -> Self {
+        Self((0..SLOTS).map(|_| Padded::default()).collect())
+    }
+
+    /// The calling thread's slot.
+    fn mine(&self) -> &T {
+        &self.0[slot_index()].0
+    }
+
+    /// The sum of one counter over all slots.
+    fn total(&self, value: impl Fn(&T) -> &AtomicU64) -> u64 {
+        self.0
+            .iter()
+            .map(|slot| value(&slot.0).load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
 /// Upper bounds of the duration buckets, in seconds: 50 µs to ~1.6 s (the pure path sits at the low
 /// end, provisioning calls at the high end); a last bucket takes the rest.
-fn duration_bounds() -> Vec<f64> {
-    exponential_buckets(0.00005, 2.0, 16).collect()
-}
-const DURATION_BUCKETS: usize = 17;
+const DURATION_BOUNDS: usize = 16;
+const DURATION_BUCKETS: usize = DURATION_BOUNDS + 1;
 
-/// One thread's share of the per-review metrics, alone on its cache lines.
-#[repr(align(128))]
+fn duration_bounds() -> Vec<f64> {
+    exponential_buckets(0.00005, 2.0, DURATION_BOUNDS as u16).collect()
+}
+
+/// One thread's share of the per-review metrics.
 #[derive(Debug, Default)]
 struct ReviewSlot {
     outcomes: [AtomicU64; OUTCOMES.len()],
@@ -67,27 +95,16 @@ struct ReviewSlot {
 
 #[derive(Debug)]
 struct ReviewSlots {
-    slots: Box<[ReviewSlot]>,
+    slots: PerThread<ReviewSlot>,
     bounds: Vec<f64>,
 }
 
 impl ReviewSlots {
     fn new() -> Self {
         Self {
-            slots: (0..SLOTS).map(|_| ReviewSlot::default()).collect(),
+            slots: PerThread::new(),
             bounds: duration_bounds(),
         }
-    }
-
-    fn mine(&self) -> &ReviewSlot {
-        &self.slots[slot_index() % self.slots.len()]
-    }
-
-    fn total(&self, value: impl Fn(&ReviewSlot) -> &AtomicU64) -> u64 {
-        self.slots
-            .iter()
-            .map(|slot| value(slot).load(Ordering::Relaxed))
-            .fold(0, u64::wrapping_add)
     }
 }
 
@@ -100,7 +117,7 @@ impl EncodeMetric for OutcomeCounters {
         let totals = OUTCOMES
             .iter()
             .enumerate()
-            .map(|(index, outcome)| (*outcome, self.0.total(|slot| &slot.outcomes[index])));
+            .map(|(index, outcome)| (*outcome, self.0.slots.total(|slot| &slot.outcomes[index])));
         encode_counters(&mut encoder, "outcome", totals)
     }
 
@@ -137,11 +154,12 @@ impl EncodeMetric for DurationHistogram {
             .copied()
             .chain(std::iter::once(f64::INFINITY))
             .enumerate()
-            .map(|(index, bound)| (bound, slots.total(|slot| &slot.buckets[index])))
+            .map(|(index, bound)| (bound, slots.slots.total(|slot| &slot.buckets[index])))
             .collect();
         // The count is the buckets' own total, so the two always agree within a scrape.
         let count = buckets.iter().map(|(_, n)| *n).fold(0, u64::wrapping_add);
-        let sum = Duration::from_nanos(slots.total(|slot| &slot.duration_sum_nanos)).as_secs_f64();
+        let sum =
+            Duration::from_nanos(slots.slots.total(|slot| &slot.duration_sum_nanos)).as_secs_f64();
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
@@ -150,34 +168,7 @@ impl EncodeMetric for DurationHistogram {
     }
 }
 
-/// A counter with one slot per thread.
-#[derive(Debug)]
-struct SlottedCounter(Box<[PaddedCounter]>);
-
-#[repr(align(128))]
-#[derive(Debug, Default)]
-struct PaddedCounter(AtomicU64);
-
-impl SlottedCounter {
-    fn new() -> Self {
-        Self((0..SLOTS).map(|_| PaddedCounter::default()).collect())
-    }
-
-    fn inc(&self) {
-        self.0[slot_index() % self.0.len()]
-            .0
-            .fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn total(&self) -> u64 {
-        self.0
-            .iter()
-            .map(|slot| slot.0.load(Ordering::Relaxed))
-            .fold(0, u64::wrapping_add)
-    }
-}
-
-type InjectionMap = HashMap<Box<str>, Arc<SlottedCounter>>;
+type InjectionMap = HashMap<Box<str>, Arc<PerThread<AtomicU64>>>;
 
 /// `injections_total{registry}`: registries appear with their first injection. The map is read
 /// without a lock on every review and copied on the rare first injection of a registry.
@@ -189,7 +180,7 @@ impl EncodeMetric for InjectionCounters {
         let map = self.0.load();
         let mut totals: Vec<(&str, u64)> = map
             .iter()
-            .map(|(name, counter)| (&**name, counter.total()))
+            .map(|(name, counter)| (&**name, counter.total(|count| count)))
             .collect();
         totals.sort_unstable();
         encode_counters(&mut encoder, "registry", totals.into_iter())
@@ -323,26 +314,27 @@ impl Metrics {
     /// Counts one admission request; `outcome` is one of [`OUTCOMES`] (others are not counted).
     pub fn request(&self, outcome: &'static str) {
         if let Some(index) = OUTCOMES.iter().position(|name| *name == outcome) {
-            self.reviews.mine().outcomes[index].fetch_add(1, Ordering::Relaxed);
+            self.reviews.slots.mine().outcomes[index].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub fn injection(&self, registry: &str) {
+        let count = |counter: &PerThread<AtomicU64>| {
+            counter.mine().fetch_add(1, Ordering::Relaxed);
+        };
         if let Some(counter) = self.injections.load().get(registry) {
-            counter.inc();
+            count(counter);
             return;
         }
-        let mut added = None;
+        // The first injection for this registry entry: copy the map with a counter added.
         self.injections.rcu(|map| {
             let mut map = InjectionMap::clone(map);
-            let counter = map
-                .entry(registry.into())
-                .or_insert_with(|| Arc::new(SlottedCounter::new()));
-            added = Some(counter.clone());
+            map.entry(registry.into())
+                .or_insert_with(|| Arc::new(PerThread::new()));
             map
         });
-        if let Some(counter) = added {
-            counter.inc();
+        if let Some(counter) = self.injections.load().get(registry) {
+            count(counter);
         }
     }
 
@@ -354,7 +346,7 @@ impl Metrics {
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(slots.bounds.len());
-        let slot = slots.mine();
+        let slot = slots.slots.mine();
         slot.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         slot.duration_sum_nanos.fetch_add(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
