@@ -5,7 +5,8 @@
 #   SKIP_BUILD=1 bash benches/load.sh   # reuse target/release binaries
 #   OUT=target/load.json bash benches/load.sh   # also keep every phase's raw JSON
 #   PERF_DIR=target/perf bash benches/load.sh   # also `perf record` the server in every phase
-#                                               # (its CPU figures then include perf's own cost)
+#                                               # (its CPU figures then include perf's own cost;
+#                                               # PERF_CALL_GRAPH=none: flat samples, cheaper)
 #   PERF_STAT=1 bash benches/load.sh            # also count the server's system calls, wake-ups,
 #                                               # context switches and page faults per request
 #
@@ -193,8 +194,11 @@ phase() { # name pid port loadgen-args...
   local lg=$!
   local perf_pid=
   if [ -n "${PERF_DIR:-}" ]; then
-    # Samples the server (call graphs by frame pointer are unreliable here: DWARF unwinding).
-    perf record -q -F "${PERF_FREQ:-1999}" --call-graph "${PERF_CALL_GRAPH:-dwarf,16384}" -p "$pid" \
+    # Samples the server (call graphs by frame pointer are unreliable here: DWARF unwinding;
+    # PERF_CALL_GRAPH=none samples without call graphs, at a fraction of the cost).
+    local call_graph=(--call-graph "${PERF_CALL_GRAPH:-dwarf,16384}")
+    [ "${PERF_CALL_GRAPH:-}" = none ] && call_graph=()
+    perf record -q -F "${PERF_FREQ:-1999}" "${call_graph[@]}" -p "$pid" \
       -o "$PERF_DIR/$name.data" >/dev/null 2>&1 &
     perf_pid=$!
   fi

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use base64::Engine as _;
+use smallvec::SmallVec;
 
 use crate::config::{Config, FailureMode};
 use crate::decision::{ContainerSet, Decision, PodView, Skip, decide};
@@ -88,6 +89,9 @@ impl RequestFields<'_> {
 /// `request.object`, read as a Pod when the fields before it say the request is about one (the API
 /// server writes `resource`, `subResource` and `operation` first), else kept as checked text.
 #[derive(Default)]
+// Made once per review on the stack and never stored in a collection: its size is not worth a
+// heap allocation for the Pod.
+#[allow(clippy::large_enum_variant)]
 enum Object<'a> {
     #[default]
     Absent,
@@ -279,13 +283,16 @@ impl Outcome {
 
 /// The answer to one review: the serialized AdmissionReview plus what happened.
 #[derive(Debug)]
-pub struct Answer {
+pub struct Answer<'c> {
     pub body: Vec<u8>,
     pub outcome: Outcome,
     /// Registry names whose Secret was injected.
-    pub injected: Vec<String>,
-    pub warnings: Vec<String>,
+    pub injected: SmallVec<[&'c str; 2]>,
+    pub warnings: Warnings,
 }
+
+/// The warnings of one answer: rarely more than one or two, kept inline.
+pub type Warnings = SmallVec<[String; 2]>;
 
 /// Why a review is refused (`response.status`).
 #[derive(Debug)]
@@ -295,24 +302,38 @@ struct Status {
 }
 
 /// Decides and answers one parsed review. `timeout` is the API server's `?timeout=`, when given.
-pub async fn answer(
+pub async fn answer<'c>(
     review: &Review<'_>,
-    config: &Config,
+    config: &'c Config,
     pull_secrets: &dyn PullSecrets,
     timeout: Option<Duration>,
-) -> Answer {
+) -> Answer<'c> {
     let set = match review.target {
         Target::PodCreate => ContainerSet::PodCreate,
         Target::EphemeralContainers => ContainerSet::Ephemeral,
         Target::Other => {
-            return finish(review, Outcome::Ignored, None, Vec::new(), Vec::new(), None);
+            return finish(
+                review,
+                Outcome::Ignored,
+                None,
+                SmallVec::new(),
+                Warnings::new(),
+                None,
+            );
         }
     };
     let decision = decide(config, &review.namespace, &review.pod, set);
     if decision.skip.is_some() {
-        return finish(review, Outcome::Skipped, None, Vec::new(), Vec::new(), None);
+        return finish(
+            review,
+            Outcome::Skipped,
+            None,
+            SmallVec::new(),
+            Warnings::new(),
+            None,
+        );
     }
-    let mut warnings = Vec::new();
+    let mut warnings = Warnings::new();
     for invalid in &decision.invalid_images {
         push_warning(
             &mut warnings,
@@ -387,7 +408,7 @@ pub async fn answer(
             review,
             Outcome::Denied,
             None,
-            Vec::new(),
+            SmallVec::new(),
             warnings,
             Some(status),
         );
@@ -395,9 +416,19 @@ pub async fn answer(
 
     if set == ContainerSet::Ephemeral {
         // imagePullSecrets is immutable after creation: never patch an update.
-        return finish(review, Outcome::Unchanged, None, Vec::new(), warnings, None);
+        return finish(
+            review,
+            Outcome::Unchanged,
+            None,
+            SmallVec::new(),
+            warnings,
+            None,
+        );
     }
-    let injected: Vec<String> = decision.to_add().map(|r| r.registry.name.clone()).collect();
+    let injected = decision
+        .to_add()
+        .map(|r| r.registry.name.as_str())
+        .collect();
     for required in decision.to_add() {
         push_warning(
             &mut warnings,
@@ -425,14 +456,14 @@ pub fn provisioning_budget(config: &Config, timeout: Option<Duration>) -> Durati
     }
 }
 
-fn finish(
+fn finish<'c>(
     review: &Review<'_>,
     outcome: Outcome,
     decision: Option<&Decision<'_>>,
-    injected: Vec<String>,
-    warnings: Vec<String>,
+    injected: SmallVec<[&'c str; 2]>,
+    warnings: Warnings,
     status: Option<Status>,
-) -> Answer {
+) -> Answer<'c> {
     let patch = decision.and_then(Decision::patch_json);
     Answer {
         body: response_json(&review.uid, status.as_ref(), patch.as_deref(), &warnings),
@@ -488,7 +519,7 @@ fn response_json(
     out
 }
 
-fn push_warning(warnings: &mut Vec<String>, mut message: String) {
+fn push_warning(warnings: &mut Warnings, mut message: String) {
     if warnings.len() >= MAX_WARNINGS {
         return;
     }
@@ -615,7 +646,8 @@ mod tests {
     async fn create_gets_a_base64_json_patch_and_a_warning() {
         let body = review_json("CREATE", "pods", None, gcr_pod());
         let review = parse_review(&body).expect("parse");
-        let answer = answer(&review, &config(), &ReferenceOnly, None).await;
+        let config = config();
+        let answer = answer(&review, &config, &ReferenceOnly, None).await;
         assert_eq!(answer.outcome, Outcome::Patched);
         let response: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
         assert_eq!(response["apiVersion"], API_VERSION);
@@ -653,7 +685,8 @@ mod tests {
         ] {
             let body = review_json(operation, resource, sub, gcr_pod());
             let review = parse_review(&body).expect("parse");
-            let answer = answer(&review, &config(), &ReferenceOnly, None).await;
+            let config = config();
+            let answer = answer(&review, &config, &ReferenceOnly, None).await;
             assert_eq!(
                 answer.outcome,
                 Outcome::Ignored,
@@ -886,13 +919,13 @@ mod tests {
 
     #[test]
     fn long_warnings_are_cut_to_the_recommended_length() {
-        let mut warnings = Vec::new();
+        let mut warnings = Warnings::new();
         push_warning(&mut warnings, "x".repeat(500));
         assert_eq!(warnings[0].chars().count(), MAX_WARNING_CHARS);
         assert!(warnings[0].ends_with("..."));
         // Characters, not bytes: 99 two-byte letters fit (with the 21-character prefix), 100 do not.
         for (letters, fits) in [(98, true), (99, true), (100, false), (300, false)] {
-            let mut warnings = Vec::new();
+            let mut warnings = Warnings::new();
             push_warning(&mut warnings, "\u{e9}".repeat(letters));
             let chars = warnings[0].chars().count();
             if fits {
@@ -953,14 +986,17 @@ mod tests {
     fn warnings_are_the_prefixed_message_or_its_cut() {
         // 99 characters fit after the 21-character prefix.
         for message in ["", "short", &"x".repeat(99), &"\u{e9}".repeat(99)] {
-            let mut warnings = Vec::new();
+            let mut warnings = Warnings::new();
             push_warning(&mut warnings, message.to_owned());
-            assert_eq!(warnings, [format!("{WARNING_PREFIX}{message}")]);
+            assert_eq!(warnings.as_slice(), [format!("{WARNING_PREFIX}{message}")]);
         }
         for message in ["x".repeat(100), format!("{}\u{e9}", "x".repeat(99))] {
-            let mut warnings = Vec::new();
+            let mut warnings = Warnings::new();
             push_warning(&mut warnings, message);
-            assert_eq!(warnings, [format!("{WARNING_PREFIX}{}...", "x".repeat(96))]);
+            assert_eq!(
+                warnings.as_slice(),
+                [format!("{WARNING_PREFIX}{}...", "x".repeat(96))]
+            );
         }
     }
 }

@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
+
 use crate::config::{Config, Registry};
 use crate::json_reader::{JsonError, Reader, Seen};
 use crate::reference::{HostPattern, ImageReference, ReferenceError};
@@ -28,10 +30,10 @@ pub struct PodMetadataView<'a> {
 
 #[derive(Debug, Default)]
 pub struct PodSpecView<'a> {
-    pub containers: Option<Vec<ContainerView<'a>>>,
-    pub init_containers: Option<Vec<ContainerView<'a>>>,
-    pub ephemeral_containers: Option<Vec<ContainerView<'a>>>,
-    pub image_pull_secrets: Option<Vec<SecretReferenceView<'a>>>,
+    pub containers: Option<List<ContainerView<'a>>>,
+    pub init_containers: Option<List<ContainerView<'a>>>,
+    pub ephemeral_containers: Option<List<ContainerView<'a>>>,
+    pub image_pull_secrets: Option<List<SecretReferenceView<'a>>>,
 }
 
 #[derive(Debug, Default)]
@@ -106,7 +108,12 @@ impl<'a> PodMetadataView<'a> {
 }
 
 /// A JSON map's entries, in document order.
-pub type Entries<'a, V> = Vec<(Cow<'a, str>, V)>;
+pub type Entries<'a, V> = SmallVec<[(Cow<'a, str>, V); 2]>;
+
+/// A JSON list's items. Most Pods have one or two containers, labels and annotations: up to two
+/// are kept inline, so that reading such a Pod allocates nothing for them, and the view stays
+/// small enough to move cheaply.
+pub type List<T> = SmallVec<[T; 2]>;
 
 fn read_optional_map<'a, V>(
     reader: &mut Reader<'a>,
@@ -116,7 +123,7 @@ fn read_optional_map<'a, V>(
     if reader.take_null()? {
         return Ok(None);
     }
-    let mut entries = Vec::new();
+    let mut entries = Entries::new();
     reader.read_object(expected, |r, key| {
         entries.push((key.decode()?, value(r)?));
         Ok(())
@@ -128,11 +135,11 @@ fn read_optional_list<'a, T>(
     reader: &mut Reader<'a>,
     expected: &'static str,
     mut item: impl FnMut(&mut Reader<'a>) -> Result<T, JsonError>,
-) -> Result<Option<Vec<T>>, JsonError> {
+) -> Result<Option<List<T>>, JsonError> {
     if reader.take_null()? {
         return Ok(None);
     }
-    let mut items = Vec::new();
+    let mut items = List::new();
     reader.read_array(expected, |r| {
         items.push(item(r)?);
         Ok(())
@@ -262,7 +269,7 @@ pub struct InvalidImage {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision<'c> {
     pub skip: Option<Skip>,
-    pub required: Vec<RequiredSecret<'c>>,
+    pub required: SmallVec<[RequiredSecret<'c>; 2]>,
     pub invalid_images: Vec<InvalidImage>,
     /// Add the whole `imagePullSecrets` array (field absent or null) rather than append to it.
     pub field_absent: bool,
@@ -340,7 +347,7 @@ pub fn decide<'c>(
     let Some(spec) = &pod.spec else {
         return decision;
     };
-    let lists: [&Option<Vec<ContainerView<'_>>>; 2] = match containers {
+    let lists: [&Option<List<ContainerView<'_>>>; 2] = match containers {
         ContainerSet::PodCreate => [&spec.init_containers, &spec.containers],
         ContainerSet::Ephemeral => [&spec.ephemeral_containers, &None],
     };

@@ -16,6 +16,10 @@
 //!
 //! UTF-8 is checked in every string that is read; a skipped string and a value kept as raw text
 //! (annotation values) are not, as serde_json does not check the strings it skips.
+//!
+//! The 64-byte blocks are classified with SSE2 (every x86-64 CPU), or with AVX-512BW and a
+//! carry-less multiply where the CPU has them (checked once at run time); elsewhere byte by byte.
+//! All kernels are tested to mark the same bytes and to skip alike.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -506,6 +510,8 @@ impl<'a> Reader<'a> {
 fn skipped_value_end(bytes: &[u8], at: usize) -> Option<usize> {
     match *bytes.get(at)? {
         b'"' => string_end(bytes, at + 1),
+        // `{}` and `[]` (resources, securityContext, ...) are common: no block to scan.
+        open @ (b'{' | b'[') if bytes.get(at + 1) == Some(&(open + 2)) => Some(at + 2),
         b'{' | b'[' => container_end(bytes, at),
         _ => scalar_end(bytes, at),
     }
@@ -529,11 +535,73 @@ fn scalar_end(bytes: &[u8], at: usize) -> Option<usize> {
 /// strings follows from the unescaped quotes by a prefix XOR; only the brackets outside strings
 /// are then visited one by one.
 fn container_end(bytes: &[u8], at: usize) -> Option<usize> {
+    with_widest_kernel::<ContainerEnd>(bytes, at)
+}
+
+/// A scan over 64-byte blocks, written once for every mask kernel.
+trait BlockScan {
+    /// # Safety
+    /// The CPU has the features `K` needs.
+    unsafe fn scan<K: MaskKernel>(bytes: &[u8], at: usize) -> Option<usize>;
+}
+
+/// Runs `S` with the widest mask kernel the CPU has.
+#[inline(always)]
+fn with_widest_kernel<S: BlockScan>(bytes: &[u8], at: usize) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512_available() {
+            // SAFETY: the CPU has AVX-512BW and PCLMULQDQ.
+            return unsafe { with_avx512::<S>(bytes, at) };
+        }
+    }
+    // SAFETY: the portable kernel needs no CPU feature beyond the target's baseline.
+    unsafe { S::scan::<Baseline>(bytes, at) }
+}
+
+/// `S` compiled for AVX-512, so that the kernel's instructions inline into it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw,pclmulqdq")]
+unsafe fn with_avx512<S: BlockScan>(bytes: &[u8], at: usize) -> Option<usize> {
+    // SAFETY: the caller checked the CPU has AVX-512BW and PCLMULQDQ.
+    unsafe { S::scan::<Avx512>(bytes, at) }
+}
+
+/// [`container_end`].
+struct ContainerEnd;
+
+impl BlockScan for ContainerEnd {
+    #[inline(always)]
+    unsafe fn scan<K: MaskKernel>(bytes: &[u8], at: usize) -> Option<usize> {
+        // SAFETY: passed on from the caller.
+        unsafe { container_end_with::<K>(bytes, at) }
+    }
+}
+
+/// [`escaped_string_end`].
+struct EscapedStringEnd;
+
+impl BlockScan for EscapedStringEnd {
+    #[inline(always)]
+    unsafe fn scan<K: MaskKernel>(bytes: &[u8], at: usize) -> Option<usize> {
+        // SAFETY: passed on from the caller.
+        unsafe { escaped_string_end_with::<K>(bytes, at) }
+    }
+}
+
+/// [`container_end`] with the masks of `K`.
+///
+/// # Safety
+/// The CPU has the features `K` needs.
+#[inline(always)]
+unsafe fn container_end_with<K: MaskKernel>(bytes: &[u8], at: usize) -> Option<usize> {
     let mut nesting = Nesting::default();
     // All ones while a string runs on from the previous block.
     let mut string_carry = 0_u64;
-    for block in Blocks::new(bytes, at) {
-        let string = prefix_xor(block.quotes) ^ string_carry;
+    // SAFETY: passed on from the caller.
+    for block in unsafe { Blocks::<K>::new(bytes, at) } {
+        // SAFETY: passed on from the caller.
+        let string = unsafe { K::prefix_xor(block.quotes) } ^ string_carry;
         string_carry = ((string as i64) >> 63) as u64;
         // The bytes of this block that belong to the value: up to its closing bracket, if that is
         // in this block; what follows it is not checked here.
@@ -543,20 +611,19 @@ fn container_end(bytes: &[u8], at: usize) -> Option<usize> {
         while brackets != 0 {
             let bit = brackets.trailing_zeros();
             brackets &= brackets - 1;
-            let position = block.start + bit as usize;
-            match bytes[position] {
-                b'{' => nesting.push(true),
-                b'[' => nesting.push(false),
-                close => {
-                    if nesting.top() != Some(close == b'}') {
-                        return None;
-                    }
-                    nesting.pop();
-                    if nesting.top().is_none() {
-                        in_value = u64::MAX >> (63 - bit);
-                        end = Some(position + 1);
-                        break;
-                    }
+            // Which bracket it is comes from the masks, not from reloading the byte.
+            let object = block.masks.curly >> bit & 1 == 1;
+            if block.masks.open >> bit & 1 == 1 {
+                nesting.push(object);
+            } else {
+                if nesting.top() != Some(object) {
+                    return None;
+                }
+                nesting.pop();
+                if nesting.top().is_none() {
+                    in_value = u64::MAX >> (63 - bit);
+                    end = Some(block.start + bit as usize + 1);
+                    break;
                 }
             }
         }
@@ -573,12 +640,14 @@ fn container_end(bytes: &[u8], at: usize) -> Option<usize> {
     None
 }
 
-/// A text read 64 bytes at a time from a start, carrying backslash escapes across blocks.
-struct Blocks<'a> {
+/// A text read 64 bytes at a time from a start, carrying backslash escapes across blocks. Made only
+/// where the CPU has the features `K` needs.
+struct Blocks<'a, K> {
     bytes: &'a [u8],
     start: usize,
     /// The previous block ended with a backslash that escapes this block's first byte.
     escape_carry: bool,
+    kernel: std::marker::PhantomData<K>,
 }
 
 /// One 64-byte block: its masks, which bytes are escaped, and its quotes that are not.
@@ -589,18 +658,23 @@ struct Block {
     quotes: u64,
 }
 
-impl<'a> Blocks<'a> {
+impl<'a, K: MaskKernel> Blocks<'a, K> {
     /// From `start`, where no backslash before escapes the first byte.
-    fn new(bytes: &'a [u8], start: usize) -> Self {
+    ///
+    /// # Safety
+    /// The CPU has the features `K` needs.
+    #[inline(always)]
+    unsafe fn new(bytes: &'a [u8], start: usize) -> Self {
         Self {
             bytes,
             start,
             escape_carry: false,
+            kernel: std::marker::PhantomData,
         }
     }
 }
 
-impl Iterator for Blocks<'_> {
+impl<K: MaskKernel> Iterator for Blocks<'_, K> {
     type Item = Block;
 
     #[inline(always)]
@@ -608,7 +682,8 @@ impl Iterator for Blocks<'_> {
         if self.start >= self.bytes.len() {
             return None;
         }
-        let masks = BlockMasks::at(self.bytes, self.start);
+        // SAFETY: a `Blocks<K>` is only made where the CPU has the features `K` needs.
+        let masks = unsafe { BlockMasks::at::<K>(self.bytes, self.start) };
         let escaped = escaped_bytes(masks.backslash, &mut self.escape_carry);
         let block = Block {
             start: self.start,
@@ -634,46 +709,82 @@ impl Block {
 
 /// One bit per byte of a 64-byte block (bit i: byte `start + i`); past the end of the text the
 /// block reads as spaces, which set no bit.
+#[derive(Default)]
 struct BlockMasks {
     quote: u64,
     backslash: u64,
     /// `{`, `[`, `}` and `]`.
     bracket: u64,
+    /// `{` and `[`.
+    open: u64,
+    /// Bytes with bit 0x20 set: among brackets, `{` and `}`.
+    curly: u64,
     /// Bytes up to 0x1f.
     control: u64,
 }
 
 impl BlockMasks {
+    /// # Safety
+    /// The CPU has the features `K` needs.
     #[inline(always)]
-    fn at(bytes: &[u8], start: usize) -> Self {
-        match bytes.get(start..start + 64) {
-            Some(block) => Self::of(block),
+    unsafe fn at<K: MaskKernel>(bytes: &[u8], start: usize) -> Self {
+        let block = match bytes.get(start..start + 64) {
+            Some(block) => block.try_into().ok(),
+            None => None,
+        };
+        match block {
+            // SAFETY: passed on from the caller.
+            Some(block) => unsafe { K::masks(block) },
             None => {
                 let mut padded = [b' '; 64];
                 let rest = &bytes[start..];
                 padded[..rest.len()].copy_from_slice(rest);
-                Self::of(&padded)
+                // SAFETY: passed on from the caller.
+                unsafe { K::masks(&padded) }
             }
         }
     }
+}
 
+/// Computes a block's masks with one set of vector instructions.
+trait MaskKernel {
+    /// # Safety
+    /// The CPU has the features this kernel needs.
+    unsafe fn masks(block: &[u8; 64]) -> BlockMasks;
+
+    /// [`prefix_xor`].
+    ///
+    /// # Safety
+    /// The CPU has the features this kernel needs.
+    #[inline(always)]
+    unsafe fn prefix_xor(bits: u64) -> u64 {
+        prefix_xor(bits)
+    }
+}
+
+/// The CPU has what the [`Avx512`] kernel needs.
+#[cfg(target_arch = "x86_64")]
+fn avx512_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("pclmulqdq")
+}
+
+/// What every CPU of the target has: SSE2 on x86-64 (16 bytes at a time), a byte loop elsewhere.
+struct Baseline;
+
+impl MaskKernel for Baseline {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn of(block: &[u8]) -> Self {
+    unsafe fn masks(block: &[u8; 64]) -> BlockMasks {
         use std::arch::x86_64::{
             __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8,
-            _mm_or_si128, _mm_set1_epi8,
+            _mm_or_si128, _mm_set1_epi8, _mm_slli_epi16,
         };
-        let mut masks = Self {
-            quote: 0,
-            backslash: 0,
-            bracket: 0,
-            control: 0,
-        };
-        for (i, chunk) in block.chunks_exact(16).take(4).enumerate() {
+        let mut masks = BlockMasks::default();
+        for (i, chunk) in block.chunks_exact(16).enumerate() {
             // SAFETY: SSE2 is part of the x86-64 baseline; `chunk` is 16 readable bytes and
             // loadu has no alignment requirement.
-            let (quote, backslash, bracket, control) = unsafe {
+            let (quote, backslash, bracket, open, curly, control) = unsafe {
                 let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
                 let bit = |m: __m128i| u64::from(_mm_movemask_epi8(m) as u16);
                 // '{' | 0x20 == '[' | 0x20 == '{', and '}' | 0x20 == ']' | 0x20 == '}'.
@@ -685,6 +796,9 @@ impl BlockMasks {
                     bit(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8))),
                     bit(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8))),
                     bit(_mm_or_si128(open, close)),
+                    bit(open),
+                    // Bit 0x20 of each byte moved to its top bit.
+                    bit(_mm_slli_epi16::<2>(v)),
                     bit(_mm_cmpeq_epi8(_mm_max_epu8(v, low), low)),
                 )
             };
@@ -692,30 +806,93 @@ impl BlockMasks {
             masks.quote |= quote << shift;
             masks.backslash |= backslash << shift;
             masks.bracket |= bracket << shift;
+            masks.open |= open << shift;
+            masks.curly |= curly << shift;
             masks.control |= control << shift;
         }
         masks
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn of(block: &[u8]) -> Self {
-        let mut masks = Self {
-            quote: 0,
-            backslash: 0,
-            bracket: 0,
-            control: 0,
-        };
-        for (i, &b) in block.iter().take(64).enumerate() {
-            let bit = 1_u64 << i;
-            match b {
-                b'"' => masks.quote |= bit,
-                b'\\' => masks.backslash |= bit,
-                b'{' | b'[' | b'}' | b']' => masks.bracket |= bit,
-                0..=0x1f => masks.control |= bit,
-                _ => {}
-            }
+    #[inline(always)]
+    unsafe fn masks(block: &[u8; 64]) -> BlockMasks {
+        masks_byte_by_byte(block)
+    }
+}
+
+/// The masks one byte at a time: the portable kernel, and the reference the vector ones are
+/// tested against.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn masks_byte_by_byte(block: &[u8; 64]) -> BlockMasks {
+    let mut masks = BlockMasks::default();
+    for (i, &b) in block.iter().enumerate() {
+        let bit = 1_u64 << i;
+        match b {
+            b'"' => masks.quote |= bit,
+            b'\\' => masks.backslash |= bit,
+            b'{' | b'[' | b'}' | b']' => masks.bracket |= bit,
+            0..=0x1f => masks.control |= bit,
+            _ => {}
         }
-        masks
+        if matches!(b, b'{' | b'[') {
+            masks.open |= bit;
+        }
+        if b & 0x20 != 0 {
+            masks.curly |= bit;
+        }
+    }
+    masks
+}
+
+/// The whole block at once, into mask registers.
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl MaskKernel for Avx512 {
+    #[inline(always)]
+    unsafe fn masks(block: &[u8; 64]) -> BlockMasks {
+        // SAFETY: passed on from the caller.
+        unsafe { avx512_masks(block) }
+    }
+
+    #[inline(always)]
+    unsafe fn prefix_xor(bits: u64) -> u64 {
+        // SAFETY: passed on from the caller.
+        unsafe { carryless_prefix_xor(bits) }
+    }
+}
+
+/// [`prefix_xor`] in one carry-less multiplication by all ones: bit i of the product is the XOR
+/// of bits 0..=i.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+#[inline]
+fn carryless_prefix_xor(bits: u64) -> u64 {
+    use std::arch::x86_64::{_mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set_epi64x};
+    let product = _mm_clmulepi64_si128::<0>(_mm_set_epi64x(0, bits as i64), _mm_set_epi64x(0, -1));
+    _mm_cvtsi128_si64(product) as u64
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+#[inline]
+fn avx512_masks(block: &[u8; 64]) -> BlockMasks {
+    use std::arch::x86_64::{
+        __m512i, _mm512_cmpeq_epi8_mask, _mm512_cmple_epu8_mask, _mm512_loadu_si512,
+        _mm512_or_si512, _mm512_set1_epi8, _mm512_test_epi8_mask,
+    };
+    // SAFETY: `block` is 64 readable bytes and loadu has no alignment requirement.
+    let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast::<__m512i>()) };
+    let folded = _mm512_or_si512(v, _mm512_set1_epi8(0x20));
+    let open = _mm512_cmpeq_epi8_mask(folded, _mm512_set1_epi8(b'{' as i8));
+    BlockMasks {
+        quote: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'"' as i8)),
+        backslash: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8)),
+        bracket: open | _mm512_cmpeq_epi8_mask(folded, _mm512_set1_epi8(b'}' as i8)),
+        open,
+        curly: _mm512_test_epi8_mask(v, _mm512_set1_epi8(0x20)),
+        control: _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f)),
     }
 }
 
@@ -729,26 +906,22 @@ fn escaped_bytes(backslash: u64, carry: &mut bool) -> u64 {
     escaped_bytes_of_backslashes(backslash, carry)
 }
 
-/// [`escaped_bytes`] for a block with backslashes, one by one (they are rare).
-#[cold]
+/// [`escaped_bytes`] for a block with backslashes, without a branch per backslash (simdjson's
+/// odd-run rule): in a run of backslashes, every second one escapes the byte after it, counting from
+/// the run's start. Adding the odd-position run starts to the backslashes carries each such run past
+/// its end, which tells the runs starting on odd bits from those starting on even bits; the carry
+/// out of bit 63 says that the block ends in an escaping backslash.
+#[inline]
 fn escaped_bytes_of_backslashes(backslash: u64, carry: &mut bool) -> u64 {
-    let (mut escaped, mut escaping) = if *carry {
-        (1, backslash & !1)
-    } else {
-        (0, backslash)
-    };
-    *carry = false;
-    while escaping != 0 {
-        let bit = escaping.trailing_zeros();
-        escaping &= escaping - 1;
-        if bit == 63 {
-            *carry = true;
-        } else {
-            escaped |= 1 << (bit + 1);
-            escaping &= !(1 << (bit + 1));
-        }
-    }
-    escaped
+    const EVEN_BITS: u64 = 0x5555_5555_5555_5555;
+    let carried = u64::from(*carry);
+    // A backslash escaped by the previous block's last one escapes nothing.
+    let backslash = backslash & !carried;
+    let follows_backslash = (backslash << 1) | carried;
+    let odd_run_starts = backslash & !EVEN_BITS & !follows_backslash;
+    let (runs_starting_on_even_bits, overflow) = odd_run_starts.overflowing_add(backslash);
+    *carry = overflow;
+    (EVEN_BITS ^ (runs_starting_on_even_bits << 1)) & follows_backslash
 }
 
 /// Every escaped byte (bits of `escaped`, relative to `start`) is one JSON allows after a
@@ -820,8 +993,18 @@ fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
 #[cold]
 #[inline(never)]
 fn escaped_string_end(bytes: &[u8], at: usize) -> Option<usize> {
+    with_widest_kernel::<EscapedStringEnd>(bytes, at)
+}
+
+/// [`escaped_string_end`] with the masks of `K`.
+///
+/// # Safety
+/// The CPU has the features `K` needs.
+#[inline(always)]
+unsafe fn escaped_string_end_with<K: MaskKernel>(bytes: &[u8], at: usize) -> Option<usize> {
     // `at` is the first stop byte, so no backslash before it escapes it.
-    for block in Blocks::new(bytes, at) {
+    // SAFETY: passed on from the caller.
+    for block in unsafe { Blocks::<K>::new(bytes, at) } {
         // The bytes before the closing quote, if it is in this block.
         let in_string = match block.quotes {
             0 => u64::MAX,
@@ -951,6 +1134,11 @@ fn plain_run_end_portable(bytes: &[u8], mut at: usize) -> usize {
 fn decode(raw: &[u8], escaped: bool, offset: usize) -> Result<Cow<'_, str>> {
     let invalid = |kind| JsonError { kind, offset };
     if !escaped {
+        if raw.is_ascii() {
+            // SAFETY: ASCII is UTF-8. Nearly every string the API server sends is ASCII, and this
+            // word-at-a-time test costs a fraction of the general UTF-8 check on short strings.
+            return Ok(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(raw) }));
+        }
         return std::str::from_utf8(raw)
             .map(Cow::Borrowed)
             .map_err(|_| invalid(ErrorKind::InvalidUtf8));
@@ -1009,39 +1197,48 @@ fn hex4(bytes: &[u8]) -> Option<(u16, &[u8])> {
     Some((unit, &bytes[4..]))
 }
 
-/// Which containers are open while skipping (object or array), one bit each; the first 64 levels
-/// live in a word, deeper ones spill to the heap.
-#[derive(Default)]
+/// Which containers are open while skipping (object or array), one bit each, the innermost lowest,
+/// below a sentinel bit: the word holds 63 levels, deeper ones spill to the heap. The sentinel
+/// makes "none open" and "word full" plain tests of the word, with no depth to keep.
 struct Nesting {
     bits: u64,
-    depth: usize,
     spilled: Vec<u64>,
+}
+
+impl Default for Nesting {
+    fn default() -> Self {
+        Self {
+            bits: 1,
+            spilled: Vec::new(),
+        }
+    }
 }
 
 impl Nesting {
     #[inline(always)]
     fn push(&mut self, object: bool) {
-        if self.depth > 0 && self.depth.is_multiple_of(64) {
+        if self.bits >> 63 != 0 {
             self.spilled.push(self.bits);
-            self.bits = 0;
+            self.bits = 1;
         }
         self.bits = (self.bits << 1) | u64::from(object);
-        self.depth += 1;
     }
 
+    /// Closes the innermost container; only called when one is open.
     #[inline(always)]
     fn pop(&mut self) {
         self.bits >>= 1;
-        self.depth -= 1;
-        if self.depth > 0 && self.depth.is_multiple_of(64) {
-            self.bits = self.spilled.pop().unwrap_or_default();
+        if self.bits == 1
+            && let Some(outer) = self.spilled.pop()
+        {
+            self.bits = outer;
         }
     }
 
     /// Whether the innermost open container is an object; `None` at the top level.
     #[inline(always)]
     fn top(&self) -> Option<bool> {
-        (self.depth > 0).then_some(self.bits & 1 == 1)
+        (self.bits != 1).then_some(self.bits & 1 == 1)
     }
 }
 
@@ -1360,7 +1557,7 @@ mod tests {
     /// bracket of the wrong kind, at any level, is refused by the structural skip itself.
     #[test]
     fn brackets_pair_up_across_the_nesting_word_boundaries() {
-        for depth in (1..=140).chain([191, 192, 193, 256, 257]) {
+        for depth in (1..=140).chain([189, 190, 191, 192, 193, 252, 253, 256, 257]) {
             let is_object = |level: usize| level.is_multiple_of(3);
             let opens: String = (0..depth)
                 .map(|level| if is_object(level) { "{\"k\":" } else { "[" })
@@ -1510,5 +1707,186 @@ mod tests {
             })
             .expect("skipped like an unknown field");
         assert!(!matched);
+    }
+
+    /// The escaped bytes of a block, one backslash at a time: the rule [`escaped_bytes`] computes
+    /// without a branch per backslash.
+    fn escaped_bytes_one_by_one(backslash: u64, carry: &mut bool) -> u64 {
+        let (mut escaped, mut escaping) = if *carry {
+            (1, backslash & !1)
+        } else {
+            (0, backslash)
+        };
+        *carry = false;
+        while escaping != 0 {
+            let bit = escaping.trailing_zeros();
+            escaping &= escaping - 1;
+            if bit == 63 {
+                *carry = true;
+            } else {
+                escaped |= 1 << (bit + 1);
+                escaping &= !(1 << (bit + 1));
+            }
+        }
+        escaped
+    }
+
+    #[test]
+    fn escaped_bytes_follow_the_backslash_runs() {
+        // Runs of every length at every position, and blocks chained with both carries in.
+        let mut cases = vec![
+            0,
+            u64::MAX,
+            1,
+            1 << 63,
+            0x5555_5555_5555_5555,
+            !0x5555_5555_5555_5555,
+        ];
+        for start in 0..64 {
+            for length in 1..=64 - start {
+                cases.push((u64::MAX >> (64 - length)) << start);
+            }
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            // xorshift; AND-ing two draws makes runs of backslashes common, as in escaped JSON.
+            let mut draw = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let (a, b) = (draw(), draw());
+            cases.push(a & b);
+            cases.push(a | b);
+        }
+        for carry_in in [false, true] {
+            let (mut fast_carry, mut slow_carry) = (carry_in, carry_in);
+            for &backslash in &cases {
+                let fast = escaped_bytes(backslash, &mut fast_carry);
+                let slow = escaped_bytes_one_by_one(backslash, &mut slow_carry);
+                assert_eq!(fast, slow, "backslashes {backslash:#066b}");
+                assert_eq!(fast_carry, slow_carry, "carry after {backslash:#066b}");
+            }
+        }
+    }
+
+    type Skip = fn(&[u8], usize) -> Option<usize>;
+    type Kernel = (&'static str, fn(&[u8; 64]) -> BlockMasks, Skip, Skip);
+
+    /// Every mask kernel this CPU can run, by name, with the structural skips built on it.
+    fn kernels() -> Vec<Kernel> {
+        // SAFETY (all below): each kernel is listed only when the CPU has its features.
+        let mut kernels: Vec<Kernel> = vec![(
+            "baseline",
+            |b| unsafe { Baseline::masks(b) },
+            |t, at| unsafe { ContainerEnd::scan::<Baseline>(t, at) },
+            |t, at| unsafe { EscapedStringEnd::scan::<Baseline>(t, at) },
+        )];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx512_available() {
+                kernels.push((
+                    "avx512",
+                    |b| unsafe { Avx512::masks(b) },
+                    |t, at| unsafe { ContainerEnd::scan::<Avx512>(t, at) },
+                    |t, at| unsafe { EscapedStringEnd::scan::<Avx512>(t, at) },
+                ));
+            }
+        }
+        kernels
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_carryless_prefix_xor_is_the_prefix_xor() {
+        if !std::arch::is_x86_feature_detected!("pclmulqdq") {
+            return;
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut cases = vec![0, 1, 1 << 63, u64::MAX, 0x5555_5555_5555_5555];
+        for _ in 0..10_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            cases.push(state);
+        }
+        for bits in cases {
+            // SAFETY: the CPU has PCLMULQDQ.
+            let fast = unsafe { carryless_prefix_xor(bits) };
+            let slow = (0..64).fold(0_u64, |acc, i| {
+                let below = if i == 0 { 0 } else { acc >> (i - 1) & 1 };
+                acc | ((below ^ (bits >> i & 1)) << i)
+            });
+            assert_eq!(fast, slow, "{bits:#066b}");
+            assert_eq!(prefix_xor(bits), slow, "{bits:#066b}");
+        }
+    }
+
+    #[test]
+    fn every_mask_kernel_marks_the_same_bytes() {
+        let masks = |m: BlockMasks| (m.quote, m.backslash, m.bracket, m.open, m.curly, m.control);
+        let mut blocks = vec![[b' '; 64], [0; 64], [0xff; 64], [b'"'; 64]];
+        // Every byte value at every position, and random blocks of JSON-ish bytes.
+        for value in 0..=255u8 {
+            let mut block = [b'a'; 64];
+            for (i, byte) in block.iter_mut().enumerate() {
+                *byte = value.wrapping_add(i as u8);
+            }
+            blocks.push(block);
+        }
+        let alphabet = b"\"\\{}[]:,0aZ \x01\x1f\x20\x7f\x80\xff";
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..5_000 {
+            let mut block = [0; 64];
+            for byte in &mut block {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *byte = alphabet[(state % alphabet.len() as u64) as usize];
+            }
+            blocks.push(block);
+        }
+        for (name, kernel, _, _) in kernels() {
+            for block in &blocks {
+                assert_eq!(
+                    masks(kernel(block)),
+                    masks(masks_byte_by_byte(block)),
+                    "{name} on {block:?}"
+                );
+            }
+        }
+    }
+
+    /// The structural skips end in the same place (or refuse alike) whatever kernel they run on,
+    /// over a review with every byte flipped to a troublemaker, from every bracket and quote.
+    #[test]
+    fn every_mask_kernel_skips_alike() {
+        let review = include_bytes!("../tests/fixtures/admission-reviews/pod-create-direct.json");
+        let kernels = kernels();
+        let mut texts = vec![review.to_vec()];
+        for at in (0..review.len()).step_by(7) {
+            for with in [b'"', b'\\', b'{', b']', 0x01] {
+                let mut changed = review.to_vec();
+                changed[at] = with;
+                texts.push(changed);
+            }
+        }
+        for text in &texts {
+            for at in 0..text.len() {
+                match text[at] {
+                    b'{' | b'[' => {
+                        let ends: Vec<_> = kernels.iter().map(|k| (k.0, (k.2)(text, at))).collect();
+                        assert!(ends.iter().all(|e| e.1 == ends[0].1), "{ends:?} from {at}");
+                    }
+                    b'"' => {
+                        let ends: Vec<_> =
+                            kernels.iter().map(|k| (k.0, (k.3)(text, at + 1))).collect();
+                        assert!(ends.iter().all(|e| e.1 == ends[0].1), "{ends:?} from {at}");
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 }
