@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap_or_default()
         };
         let view = review.pod.spec.as_ref();
-        let ours = |list: Option<&Vec<pullsecret_injector::decision::ContainerView<'_>>>| {
+        let ours = |list: Option<&pullsecret_injector::decision::List<pullsecret_injector::decision::ContainerView<'_>>>| {
             list.into_iter()
                 .flatten()
                 .map(|c| c.image.as_deref().map(str::to_owned))
