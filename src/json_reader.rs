@@ -18,7 +18,8 @@
 //! (annotation values) are not, as serde_json does not check the strings it skips.
 //!
 //! The 64-byte blocks are classified with SSE2 (every x86-64 CPU), or with AVX-512BW and a
-//! carry-less multiply where the CPU has them (checked once at run time); elsewhere byte by byte.
+//! carry-less multiply where the CPU has them (std's feature detection, cached after the first
+//! call); elsewhere byte by byte.
 //! All kernels are tested to mark the same bytes and to skip alike.
 
 use std::borrow::Cow;
@@ -551,7 +552,7 @@ fn with_widest_kernel<S: BlockScan>(bytes: &[u8], at: usize) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
         if avx512_available() {
-            // SAFETY: the CPU has AVX-512BW and PCLMULQDQ.
+            // SAFETY: the CPU has AVX-512F, AVX-512BW and PCLMULQDQ.
             return unsafe { with_avx512::<S>(bytes, at) };
         }
     }
@@ -561,9 +562,9 @@ fn with_widest_kernel<S: BlockScan>(bytes: &[u8], at: usize) -> Option<usize> {
 
 /// `S` compiled for AVX-512, so that the kernel's instructions inline into it.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512bw,pclmulqdq")]
+#[target_feature(enable = "avx512f,avx512bw,pclmulqdq")]
 unsafe fn with_avx512<S: BlockScan>(bytes: &[u8], at: usize) -> Option<usize> {
-    // SAFETY: the caller checked the CPU has AVX-512BW and PCLMULQDQ.
+    // SAFETY: the caller checked the CPU has AVX-512F, AVX-512BW and PCLMULQDQ.
     unsafe { S::scan::<Avx512>(bytes, at) }
 }
 
@@ -708,7 +709,7 @@ impl Block {
 }
 
 /// One bit per byte of a 64-byte block (bit i: byte `start + i`); past the end of the text the
-/// block reads as spaces, which set no bit.
+/// block reads as spaces, which set no bit but `curly` (read only for brackets).
 #[derive(Default)]
 struct BlockMasks {
     quote: u64,
@@ -765,7 +766,9 @@ trait MaskKernel {
 /// The CPU has what the [`Avx512`] kernel needs.
 #[cfg(target_arch = "x86_64")]
 fn avx512_available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512bw")
+    // BW implies F on every real CPU, but a hypervisor may hide one and show the other.
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("pclmulqdq")
 }
 
@@ -1552,8 +1555,8 @@ mod tests {
         }
     }
 
-    /// Objects and arrays mixed at every depth across the 64- and 128-level boundaries of the
-    /// nesting word: the structural skip ends where the whole grammar does, and one closing
+    /// Objects and arrays mixed at every depth across the 63-level boundaries of the nesting word
+    /// (and the 64-level ones of its earlier layout): the structural skip ends where the whole grammar does, and one closing
     /// bracket of the wrong kind, at any level, is refused by the structural skip itself.
     #[test]
     fn brackets_pair_up_across_the_nesting_word_boundaries() {
