@@ -312,26 +312,12 @@ pub async fn answer<'c>(
         Target::PodCreate => ContainerSet::PodCreate,
         Target::EphemeralContainers => ContainerSet::Ephemeral,
         Target::Other => {
-            return finish(
-                review,
-                Outcome::Ignored,
-                None,
-                SmallVec::new(),
-                Warnings::new(),
-                None,
-            );
+            return finish(review, Outcome::Ignored, None, Warnings::new(), None);
         }
     };
     let decision = decide(config, &review.namespace, &review.pod, set);
     if decision.skip.is_some() {
-        return finish(
-            review,
-            Outcome::Skipped,
-            None,
-            SmallVec::new(),
-            Warnings::new(),
-            None,
-        );
+        return finish(review, Outcome::Skipped, None, Warnings::new(), None);
     }
     let mut warnings = Warnings::new();
     for invalid in &decision.invalid_images {
@@ -404,31 +390,13 @@ pub async fn answer<'c>(
                 review.namespace
             ),
         };
-        return finish(
-            review,
-            Outcome::Denied,
-            None,
-            SmallVec::new(),
-            warnings,
-            Some(status),
-        );
+        return finish(review, Outcome::Denied, None, warnings, Some(status));
     }
 
     if set == ContainerSet::Ephemeral {
         // imagePullSecrets is immutable after creation: never patch an update.
-        return finish(
-            review,
-            Outcome::Unchanged,
-            None,
-            SmallVec::new(),
-            warnings,
-            None,
-        );
+        return finish(review, Outcome::Unchanged, None, warnings, None);
     }
-    let injected = decision
-        .to_add()
-        .map(|r| r.registry.name.as_str())
-        .collect();
     for required in decision.to_add() {
         push_warning(
             &mut warnings,
@@ -444,7 +412,7 @@ pub async fn answer<'c>(
     } else {
         Outcome::Unchanged
     };
-    finish(review, outcome, Some(&decision), injected, warnings, None)
+    finish(review, outcome, Some(&decision), warnings, None)
 }
 
 /// The time provisioning may take: the configured budget, cut to fit the API server's own timeout.
@@ -456,15 +424,20 @@ pub fn provisioning_budget(config: &Config, timeout: Option<Duration>) -> Durati
     }
 }
 
+/// The answer; the injected registries and the patch are those of `decision`, when given.
 fn finish<'c>(
     review: &Review<'_>,
     outcome: Outcome,
-    decision: Option<&Decision<'_>>,
-    injected: SmallVec<[&'c str; 2]>,
+    decision: Option<&Decision<'c>>,
     warnings: Warnings,
     status: Option<Status>,
 ) -> Answer<'c> {
     let patch = decision.and_then(Decision::patch_json);
+    let injected = decision
+        .into_iter()
+        .flat_map(Decision::to_add)
+        .map(|required| required.registry.name.as_str())
+        .collect();
     Answer {
         body: response_json(&review.uid, status.as_ref(), patch.as_deref(), &warnings),
         outcome,

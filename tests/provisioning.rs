@@ -97,6 +97,19 @@ impl Harness {
         self.api.secret(namespace, SECRET)
     }
 
+    /// Waits until the webhook has counted `count` credential reloads of the gcp entry with
+    /// `result`; fails the test with the metrics page otherwise.
+    async fn await_credential_reloads(&self, result: &str, count: u32) {
+        let line = format!(
+            "pullsecret_injector_credential_reloads_total{{registry=\"gcp\",result=\"{result}\"}} {count}"
+        );
+        let seen = support::eventually(CONVERGE, || async {
+            self.server.metrics().await.contains(&line)
+        })
+        .await;
+        assert!(seen, "no {line:?} in {}", self.server.metrics().await);
+    }
+
     async fn secret_appears(&self, namespace: &str) -> bool {
         self.api
             .wait_for(CONVERGE, |a| a.secret(namespace, SECRET).is_some())
@@ -543,13 +556,7 @@ async fn invalid_new_key_is_refused_and_the_old_one_stays() {
     let before = h.secret("team-a").expect("Secret");
     h.key_dir
         .update(&[("key.json", b"{\"type\": \"authorized_user\"}")]);
-    let refused = support::eventually(CONVERGE, || async {
-        h.server.metrics().await.contains(
-            "pullsecret_injector_credential_reloads_total{registry=\"gcp\",result=\"failure\"} 1",
-        )
-    })
-    .await;
-    assert!(refused, "{}", h.server.metrics().await);
+    h.await_credential_reloads("failure", 1).await;
     let response = h.admit("team-b", false).await;
     assert!(
         !warnings(&response).iter().any(|w| w.contains("not ready")),
@@ -623,13 +630,7 @@ async fn a_rotation_the_api_refuses_is_not_reported_ready() {
         .inject(Fault::status(500).on_verb("patch").in_namespace("team-a"));
     let new_key = support::service_account_key("k2");
     h.key_dir.update(&[("key.json", new_key.as_bytes())]);
-    let reloaded = support::eventually(CONVERGE, || async {
-        h.server.metrics().await.contains(
-            "pullsecret_injector_credential_reloads_total{registry=\"gcp\",result=\"success\"} 2",
-        )
-    })
-    .await;
-    assert!(reloaded, "{}", h.server.metrics().await);
+    h.await_credential_reloads("success", 2).await;
     let response = h.admit("team-a", false).await;
     assert!(
         warnings(&response)
