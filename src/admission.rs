@@ -40,7 +40,7 @@ pub enum AdmissionError {
 }
 
 /// A parsed review. The Pod view borrows from the request body.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Review<'a> {
     pub uid: Cow<'a, str>,
     pub target: Target,
@@ -50,11 +50,12 @@ pub struct Review<'a> {
 }
 
 /// What the request is about, as far as this webhook cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Target {
     PodCreate,
     EphemeralContainers,
     /// Anything else: allowed unchanged.
+    #[default]
     Other,
 }
 
@@ -86,17 +87,15 @@ impl RequestFields<'_> {
     }
 }
 
-/// `request.object`, read as a Pod when the fields before it say the request is about one (the API
+/// `request.object`: read as a Pod when the fields before it say the request is about one (the API
 /// server writes `resource`, `subResource` and `operation` first), else kept as checked text.
 #[derive(Default)]
-// Made once per review on the stack and never stored in a collection: its size is not worth a
-// heap allocation for the Pod.
-#[allow(clippy::large_enum_variant)]
 enum Object<'a> {
     #[default]
     Absent,
     Text(&'a [u8]),
-    Pod(PodView<'a>),
+    /// Read into the review's Pod view.
+    Pod,
     /// Not readable as a Pod; an error only if the request turns out to be about a Pod.
     NotAPod(JsonError),
 }
@@ -104,12 +103,24 @@ enum Object<'a> {
 /// Parses a request body in one pass. The Pod is read only for a Pod CREATE or an
 /// ephemeral-container update; for anything else its text is checked and skipped.
 pub fn parse_review(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
+    let mut review = Review::default();
+    parse_review_into(body, &mut review)?;
+    Ok(review)
+}
+
+/// [`parse_review`] into `review`, which must be empty (`Review::default()`): the Pod view is read
+/// where it stays, not moved there. On an error `review` holds a partial read and is to be dropped.
+pub fn parse_review_into<'a>(
+    body: &'a [u8],
+    review: &mut Review<'a>,
+) -> Result<(), AdmissionError> {
     let malformed = |error: JsonError| AdmissionError::Malformed(error.to_string());
     let mut reader = Reader::new(body);
     let mut api_version = None;
     let mut kind = None;
     let mut request = None;
     let mut seen = Seen::default();
+    let pod = &mut review.pod;
     reader
         .read_object("an AdmissionReview object", |r, key| {
             if key.is("apiVersion") {
@@ -123,7 +134,7 @@ pub fn parse_review(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
                 request = if r.take_null()? {
                     None
                 } else {
-                    Some(read_request(r)?)
+                    Some(read_request(r, pod)?)
                 };
             } else {
                 r.skip_value()?;
@@ -157,27 +168,32 @@ pub fn parse_review(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
         .ok_or(AdmissionError::MissingUid)?;
     let not_a_pod =
         |error: JsonError| AdmissionError::InvalidPod(format!("{error} (in the object)"));
-    let pod = match (target, request.object) {
-        (Target::Other, _) | (_, Object::Absent) => PodView::default(),
-        (_, Object::Pod(pod)) => pod,
-        (_, Object::Text(text)) => PodView::from_json(text).map_err(not_a_pod)?,
+    match (target, request.object) {
+        (Target::Other, Object::Pod) => review.pod = PodView::default(),
+        (Target::Other, _) | (_, Object::Absent | Object::Pod) => {}
+        (_, Object::Text(text)) => {
+            let mut reader = Reader::new(text);
+            review.pod.read_into(&mut reader).map_err(not_a_pod)?;
+            reader.finish().map_err(not_a_pod)?;
+        }
         (_, Object::NotAPod(error)) => return Err(not_a_pod(error)),
-    };
-    let namespace = request
+    }
+    review.namespace = request
         .namespace
         .filter(|ns| !ns.is_empty())
-        .or_else(|| pod.metadata.namespace.clone())
+        .or_else(|| review.pod.metadata.namespace.clone())
         .unwrap_or(Cow::Borrowed("default"));
-    Ok(Review {
-        uid,
-        target,
-        namespace,
-        dry_run: request.dry_run.unwrap_or(false),
-        pod,
-    })
+    review.uid = uid;
+    review.target = target;
+    review.dry_run = request.dry_run.unwrap_or(false);
+    Ok(())
 }
 
-fn read_request<'a>(reader: &mut Reader<'a>) -> Result<RequestFields<'a>, JsonError> {
+/// Reads `request`; a Pod object is read into `pod` (see [`Object::Pod`]).
+fn read_request<'a>(
+    reader: &mut Reader<'a>,
+    pod: &mut PodView<'a>,
+) -> Result<RequestFields<'a>, JsonError> {
     let mut request = RequestFields::default();
     let mut seen = Seen::default();
     reader.read_object("an object for request", |r, key| {
@@ -208,9 +224,10 @@ fn read_request<'a>(reader: &mut Reader<'a>) -> Result<RequestFields<'a>, JsonEr
                 Object::Absent
             } else if request.target() != Target::Other {
                 let start = r.position();
-                match PodView::read(r) {
-                    Ok(pod) => Object::Pod(pod),
+                match pod.read_into(r) {
+                    Ok(()) => Object::Pod,
                     Err(error) => {
+                        *pod = PodView::default();
                         // Skip it as plain JSON: a bad Pod is only an error for a Pod request.
                         r.set_position(start);
                         r.skip_value()?;
@@ -563,9 +580,8 @@ fn push_debug_str(out: &mut String, text: &str) {
 pub fn timeout_from_query(query: Option<&str>) -> Option<Duration> {
     query?
         .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == "timeout")
-        .and_then(|(_, value)| crate::duration::parse_go_duration(value))
+        .find_map(|pair| pair.strip_prefix("timeout="))
+        .and_then(crate::duration::parse_go_duration)
 }
 
 impl Skip {

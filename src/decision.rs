@@ -11,7 +11,7 @@ use crate::json_reader::{JsonError, Reader, Seen};
 use crate::reference::{HostPattern, ImageReference, ReferenceError};
 
 /// The parts of a Pod the decision reads. Everything else is skipped unread
-/// ([`PodView::read`]). Strings without JSON escapes borrow from the request body.
+/// ([`PodView::read_into`]). Strings without JSON escapes borrow from the request body.
 #[derive(Debug, Default)]
 pub struct PodView<'a> {
     pub metadata: PodMetadataView<'a>,
@@ -50,40 +50,42 @@ pub struct SecretReferenceView<'a> {
 impl<'a> PodView<'a> {
     /// Reads a Pod from its JSON text (one value, nothing after it).
     pub fn from_json(text: &'a [u8]) -> Result<Self, JsonError> {
+        let mut pod = PodView::default();
         let mut reader = Reader::new(text);
-        let pod = Self::read(&mut reader)?;
+        pod.read_into(&mut reader)?;
         reader.finish()?;
         Ok(pod)
     }
 
-    /// Reads a Pod object. Only a JSON object is a Pod: an array or a scalar is refused. A field
-    /// given twice is refused too, except in maps (labels, annotations), where the last one counts.
-    pub fn read(reader: &mut Reader<'a>) -> Result<Self, JsonError> {
-        let mut pod = PodView::default();
+    /// Reads a Pod object into `self`, which must be empty (`PodView::default()`). Only a JSON
+    /// object is a Pod: an array or a scalar is refused. A field given twice is refused too, except
+    /// in maps (labels, annotations), where the last one counts. On an error `self` holds what was
+    /// read before it.
+    ///
+    /// In place rather than returned: the view holds its short lists inline and is some hundred
+    /// bytes, which every move would copy.
+    pub fn read_into(&mut self, reader: &mut Reader<'a>) -> Result<(), JsonError> {
         let mut seen = Seen::default();
         reader.read_object("a Pod object", |r, key| {
             if key.is("metadata") {
                 seen.first(0, "metadata", &key)?;
-                pod.metadata = PodMetadataView::read(r)?;
+                self.metadata.read_into(r)?;
             } else if key.is("spec") {
                 seen.first(1, "spec", &key)?;
-                pod.spec = if r.take_null()? {
-                    None
-                } else {
-                    Some(PodSpecView::read(r)?)
-                };
+                if !r.take_null()? {
+                    self.spec.insert(PodSpecView::default()).read_into(r)?;
+                }
             } else {
                 r.skip_value()?;
             }
             Ok(())
-        })?;
-        Ok(pod)
+        })
     }
 }
 
 impl<'a> PodMetadataView<'a> {
-    fn read(reader: &mut Reader<'a>) -> Result<Self, JsonError> {
-        let mut metadata = PodMetadataView::default();
+    fn read_into(&mut self, reader: &mut Reader<'a>) -> Result<(), JsonError> {
+        let metadata = self;
         let mut seen = Seen::default();
         reader.read_object("an object for metadata", |r, key| {
             if key.is("namespace") {
@@ -91,19 +93,22 @@ impl<'a> PodMetadataView<'a> {
                 metadata.namespace = r.read_optional_str("a string for metadata.namespace")?;
             } else if key.is("labels") {
                 seen.first(1, "labels", &key)?;
-                metadata.labels = read_optional_map(r, "an object for labels", |r| {
+                read_optional_map(r, "an object for labels", &mut metadata.labels, |r| {
                     r.read_str("a string label value")
                 })?;
             } else if key.is("annotations") {
                 seen.first(2, "annotations", &key)?;
-                metadata.annotations =
-                    read_optional_map(r, "an object for annotations", Reader::skip_value)?;
+                read_optional_map(
+                    r,
+                    "an object for annotations",
+                    &mut metadata.annotations,
+                    Reader::skip_value,
+                )?;
             } else {
                 r.skip_value()?;
             }
             Ok(())
-        })?;
-        Ok(metadata)
+        })
     }
 }
 
@@ -115,68 +120,82 @@ pub type Entries<'a, V> = SmallVec<[(Cow<'a, str>, V); 2]>;
 /// small enough to move cheaply.
 pub type List<T> = SmallVec<[T; 2]>;
 
+/// Reads a map, or `null`, into `slot` (which is `None`).
 fn read_optional_map<'a, V>(
     reader: &mut Reader<'a>,
     expected: &'static str,
+    slot: &mut Option<Entries<'a, V>>,
     mut value: impl FnMut(&mut Reader<'a>) -> Result<V, JsonError>,
-) -> Result<Option<Entries<'a, V>>, JsonError> {
+) -> Result<(), JsonError> {
     if reader.take_null()? {
-        return Ok(None);
+        return Ok(());
     }
-    let mut entries = Entries::new();
+    let entries = slot.insert(Entries::new());
     reader.read_object(expected, |r, key| {
         entries.push((key.decode()?, value(r)?));
         Ok(())
-    })?;
-    Ok(Some(entries))
+    })
 }
 
+/// Reads a list, or `null`, into `slot` (which is `None`).
 fn read_optional_list<'a, T>(
     reader: &mut Reader<'a>,
     expected: &'static str,
+    slot: &mut Option<List<T>>,
     mut item: impl FnMut(&mut Reader<'a>) -> Result<T, JsonError>,
-) -> Result<Option<List<T>>, JsonError> {
+) -> Result<(), JsonError> {
     if reader.take_null()? {
-        return Ok(None);
+        return Ok(());
     }
-    let mut items = List::new();
+    let items = slot.insert(List::new());
     reader.read_array(expected, |r| {
         items.push(item(r)?);
         Ok(())
-    })?;
-    Ok(Some(items))
+    })
 }
 
 impl<'a> PodSpecView<'a> {
-    fn read(reader: &mut Reader<'a>) -> Result<Self, JsonError> {
-        let mut spec = PodSpecView::default();
+    fn read_into(&mut self, reader: &mut Reader<'a>) -> Result<(), JsonError> {
+        let spec = self;
         let mut seen = Seen::default();
         reader.read_object("an object for spec", |r, key| {
             if key.is("containers") {
                 seen.first(0, "containers", &key)?;
-                spec.containers =
-                    read_optional_list(r, "a list of containers", ContainerView::read)?;
+                read_optional_list(
+                    r,
+                    "a list of containers",
+                    &mut spec.containers,
+                    ContainerView::read,
+                )?;
             } else if key.is("initContainers") {
                 seen.first(1, "initContainers", &key)?;
-                spec.init_containers =
-                    read_optional_list(r, "a list of init containers", ContainerView::read)?;
+                read_optional_list(
+                    r,
+                    "a list of init containers",
+                    &mut spec.init_containers,
+                    ContainerView::read,
+                )?;
             } else if key.is("ephemeralContainers") {
                 seen.first(2, "ephemeralContainers", &key)?;
-                spec.ephemeral_containers =
-                    read_optional_list(r, "a list of ephemeral containers", ContainerView::read)?;
+                read_optional_list(
+                    r,
+                    "a list of ephemeral containers",
+                    &mut spec.ephemeral_containers,
+                    ContainerView::read,
+                )?;
             } else if key.is("imagePullSecrets") {
                 seen.first(3, "imagePullSecrets", &key)?;
-                spec.image_pull_secrets = read_optional_list(
+                read_optional_list(
                     r,
                     "a list of Secret references",
+                    &mut spec.image_pull_secrets,
                     SecretReferenceView::read,
                 )?;
             } else {
                 r.skip_value()?;
             }
             Ok(())
-        })?;
-        Ok(spec)
+        })
     }
 }
 

@@ -5,6 +5,19 @@ use std::time::Duration;
 
 /// Parses a Go `time.Duration` string. Returns `None` for anything malformed, negative or overflowing.
 pub fn parse_go_duration(input: &str) -> Option<Duration> {
+    // Whole seconds or milliseconds, as the API server writes its timeout ("10s") on every review.
+    let digits = input.bytes().take_while(u8::is_ascii_digit).count();
+    if (1..=9).contains(&digits) {
+        let whole = input
+            .bytes()
+            .take(digits)
+            .fold(0_u64, |n, digit| n * 10 + u64::from(digit - b'0'));
+        match &input[digits..] {
+            "s" => return Some(Duration::from_secs(whole)),
+            "ms" => return Some(Duration::from_millis(whole)),
+            _ => {}
+        }
+    }
     let mut rest = input.trim();
     if rest.is_empty() {
         return None;
@@ -80,6 +93,11 @@ mod tests {
     fn parses_go_durations() {
         let cases: &[(&str, Option<Duration>)] = &[
             ("10s", Some(Duration::from_secs(10))),
+            ("010s", Some(Duration::from_secs(10))),
+            (" 10s ", Some(Duration::from_secs(10))),
+            ("999999999ms", Some(Duration::from_millis(999_999_999))),
+            ("1000000000s", Some(Duration::from_secs(1_000_000_000))),
+            ("10sm", None),
             ("0", Some(Duration::ZERO)),
             ("1m30s", Some(Duration::from_secs(90))),
             ("500ms", Some(Duration::from_millis(500))),

@@ -6,7 +6,6 @@
 //! its cache line on every request; here each thread adds to its own slot and a scrape sums the
 //! slots.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -168,7 +167,17 @@ impl EncodeMetric for DurationHistogram {
     }
 }
 
-type InjectionMap = HashMap<Box<str>, Arc<PerThread<AtomicU64>>>;
+/// One entry per registry entry of the config: a few, searched in order faster than hashed.
+type InjectionMap = Vec<(Box<str>, Arc<PerThread<AtomicU64>>)>;
+
+fn injection_counter<'m>(
+    map: &'m InjectionMap,
+    registry: &str,
+) -> Option<&'m PerThread<AtomicU64>> {
+    map.iter()
+        .find(|(name, _)| **name == *registry)
+        .map(|(_, counter)| &**counter)
+}
 
 /// `injections_total{registry}`: registries appear with their first injection. The map is read
 /// without a lock on every review and copied on the rare first injection of a registry.
@@ -322,18 +331,19 @@ impl Metrics {
         let count = |counter: &PerThread<AtomicU64>| {
             counter.mine().fetch_add(1, Ordering::Relaxed);
         };
-        if let Some(counter) = self.injections.load().get(registry) {
+        if let Some(counter) = injection_counter(&self.injections.load(), registry) {
             count(counter);
             return;
         }
         // The first injection for this registry entry: copy the map with a counter added.
         self.injections.rcu(|map| {
             let mut map = InjectionMap::clone(map);
-            map.entry(registry.into())
-                .or_insert_with(|| Arc::new(PerThread::new()));
+            if injection_counter(&map, registry).is_none() {
+                map.push((registry.into(), Arc::new(PerThread::new())));
+            }
             map
         });
-        if let Some(counter) = self.injections.load().get(registry) {
+        if let Some(counter) = injection_counter(&self.injections.load(), registry) {
             count(counter);
         }
     }

@@ -179,10 +179,10 @@ async fn mutate(
         }
     };
     let started = Instant::now();
-    let review = match admission::parse_review(&body) {
-        Ok(review) => review,
-        Err(error) => return reject(StatusCode::BAD_REQUEST, error.to_string()),
-    };
+    let mut review = admission::Review::default();
+    if let Err(error) = admission::parse_review_into(&body, &mut review) {
+        return reject(StatusCode::BAD_REQUEST, error.to_string());
+    }
     // A guard, not a clone: cloning the Arc would write its shared count on every request.
     let config = state.config.load();
     let answer = admission::answer(&review, &config, state.pull_secrets.as_ref(), timeout).await;
@@ -212,12 +212,14 @@ async fn mutate(
             "admission review answered"
         );
     }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        answer.body,
-    )
-        .into_response()
+    // A static header value: the generic `(status, headers, body)` form copies and checks the
+    // text into a new value on every answer.
+    let mut response = Response::new(Body::from(answer.body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 enum BodyError {
@@ -248,9 +250,16 @@ async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<By
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    // What the API server sends, without parameters.
+    if value.as_bytes().eq_ignore_ascii_case(b"application/json") {
+        return true;
+    }
+    value
+        .to_str()
+        .ok()
         .and_then(|value| value.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
@@ -658,6 +667,32 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleGuard<IO> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised_with_or_without_parameters() {
+        let cases: &[(Option<&[u8]>, bool)] = &[
+            (Some(b"application/json"), true),
+            (Some(b"Application/JSON"), true),
+            (Some(b"application/json; charset=utf-8"), true),
+            (Some(b" application/json ;q=1"), true),
+            (Some(b"application/jsonx"), false),
+            (Some(b"application/json-patch+json"), false),
+            (Some(b"text/plain"), false),
+            (Some(b""), false),
+            (Some(b"application/json\xff"), false),
+            (None, false),
+        ];
+        for (value, expected) in cases {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_bytes(value).expect("header value"),
+                );
+            }
+            assert_eq!(is_json(&headers), *expected, "{value:?}");
+        }
+    }
 
     /// A request's end is counted however it ends: answered, or its future dropped unanswered (an
     /// HTTP/2 stream reset). Before, a dropped future left the connection "busy" for good, and its
