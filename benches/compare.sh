@@ -15,12 +15,13 @@
 #
 # Environment: SECONDS_PER_PHASE (default 5), CONNECTIONS (32), LOADGEN_THREADS (2).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 [ $# -ge 2 ] || { echo "usage: bash benches/compare.sh BINARY_A BINARY_B [rounds]" >&2; exit 2; }
-A=$1
-B=$2
+# Resolved before the cd below, so that paths relative to where the script was started work.
+A=$(realpath -- "$1")
+B=$(realpath -- "$2")
 ROUNDS=${3:-8}
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PHASE=${SECONDS_PER_PHASE:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 LOADGEN_THREADS=${LOADGEN_THREADS:-2}
@@ -85,17 +86,19 @@ PIDS+=($!)
 for _ in $(seq 1 100); do grep -q '^STATS_URL=' "$TMP/fake.log" 2>/dev/null && break; sleep 0.1; done
 grep -q '^STATS_URL=' "$TMP/fake.log" || { echo "compare.sh: fake API did not start" >&2; cat "$TMP/fake.log" >&2; exit 1; }
 
-start() { # binary port -> pid on stdout
+start() { # binary port; started in this shell, so that cleanup can wait for it
   env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT KUBECONFIG="$TMP/kubeconfig" RUST_LOG=info \
     "$1" serve --config "$TMP/config/config.yaml" --tls-dir "$TMP/certs" --listen "127.0.0.1:$2" \
     >"$TMP/$2.log" 2>&1 &
-  echo $!
 }
 PORT_A=$(free_port)
-PID_A=$(start "$A" "$PORT_A")
+start "$A" "$PORT_A"
+PID_A=$!
 PIDS+=("$PID_A")
 PORT_B=$(free_port)
-PID_B=$(start "$B" "$PORT_B")
+while [ "$PORT_B" = "$PORT_A" ]; do PORT_B=$(free_port); done
+start "$B" "$PORT_B"
+PID_B=$!
 PIDS+=("$PID_B")
 for port in "$PORT_A" "$PORT_B"; do
   ready=
@@ -104,6 +107,10 @@ for port in "$PORT_A" "$PORT_B"; do
     sleep 0.1
   done
   [ -n "$ready" ] || { echo "compare.sh: nothing answers on 127.0.0.1:$port" >&2; cat "$TMP/$port.log" >&2; exit 1; }
+done
+# Both still running: a build that failed to start must not leave the other answering for both.
+for pid in "$PID_A" "$PID_B"; do
+  kill -0 "$pid" 2>/dev/null || { echo "compare.sh: a webhook exited:" >&2; cat "$TMP"/*.log >&2; exit 1; }
 done
 
 loadgen() { # port duration out
@@ -116,12 +123,14 @@ for port in "$PORT_A" "$PORT_B"; do
   loadgen "$port" 2s "$TMP/warm2.json"
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime + stime: fields 14 and 15 of /proc/<pid>/stat, counted after the command name, which
+# may hold spaces.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 CLK_TCK=$(getconf CLK_TCK)
-phase() { # port pid out -> "req/s cpu-µs-per-review"
+phase() { # port pid out -> "req/s cpu-µs-per-review"; fails if loadgen does
   local c0 c1
   c0=$(cpu_ticks "$2")
-  loadgen "$1" "${PHASE}s" "$3"
+  loadgen "$1" "${PHASE}s" "$3" || return 1
   c1=$(cpu_ticks "$2")
   jq -r --argjson t "$((c1 - c0))" --argjson hz "$CLK_TCK" \
     'if .errors + .non_200 + .not_allowed > 0 then error("failed answers") else "\(.rps) \($t * 1000000 / $hz / .requests)" end' "$3"
@@ -138,6 +147,8 @@ for r in $(seq 1 "$ROUNDS"); do
     b=$(phase "$PORT_B" "$PID_B" "$TMP/b$r.json")
     a=$(phase "$PORT_A" "$PID_A" "$TMP/a$r.json")
   fi
+  # `set -e` does not reach into $(...): a failed phase leaves its figures empty.
+  [ -n "$a" ] && [ -n "$b" ] || { echo "compare.sh: round $r failed" >&2; exit 1; }
   echo "$a $b" >>"$TMP/rounds"
   echo "$a $b" | awk -v r="$r" '{printf "round %d: A %.0f req/s, %.1f µs CPU | B %.0f req/s, %.1f µs CPU | B/A %.2f\n", r, $1, $2, $3, $4, $3 / $1}'
 done

@@ -114,6 +114,10 @@ pub fn parse_review_into<'a>(
     body: &'a [u8],
     review: &mut Review<'a>,
 ) -> Result<(), AdmissionError> {
+    debug_assert!(
+        review.uid.is_empty() && review.pod.is_empty(),
+        "a review is parsed into an empty one"
+    );
     let malformed = |error: JsonError| AdmissionError::Malformed(error.to_string());
     let mut reader = Reader::new(body);
     let mut api_version = None;

@@ -65,6 +65,7 @@ impl<'a> PodView<'a> {
     /// In place rather than returned: the view holds its short lists inline and is some hundred
     /// bytes, which every move would copy.
     pub fn read_into(&mut self, reader: &mut Reader<'a>) -> Result<(), JsonError> {
+        debug_assert!(self.is_empty(), "a Pod view is read into an empty one");
         let mut seen = Seen::default();
         reader.read_object("a Pod object", |r, key| {
             if key.is("metadata") {
@@ -116,8 +117,8 @@ impl<'a> PodMetadataView<'a> {
 pub type Entries<'a, V> = SmallVec<[(Cow<'a, str>, V); 2]>;
 
 /// A JSON list's items. Most Pods have one or two containers, labels and annotations: up to two
-/// are kept inline, so that reading such a Pod allocates nothing for them, and the view stays
-/// small enough to move cheaply.
+/// are kept inline, so that reading such a Pod allocates nothing for them. That makes the view
+/// large, so it is read in place ([`PodView::read_into`]) rather than moved.
 pub type List<T> = SmallVec<[T; 2]>;
 
 /// Reads a map, or `null`, into `slot` (which is `None`).
@@ -237,6 +238,14 @@ impl<'a> SecretReferenceView<'a> {
 }
 
 impl PodView<'_> {
+    /// Nothing read into it: what [`PodView::default`] makes.
+    pub fn is_empty(&self) -> bool {
+        self.metadata.namespace.is_none()
+            && self.metadata.labels.is_none()
+            && self.metadata.annotations.is_none()
+            && self.spec.is_none()
+    }
+
     fn listed_pull_secrets(&self) -> impl Iterator<Item = &str> {
         self.spec
             .iter()
