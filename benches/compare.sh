@@ -33,81 +33,22 @@ for tool in openssl curl jq python3; do
   command -v "$tool" >/dev/null || { echo "compare.sh: $tool is needed" >&2; exit 1; }
 done
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/psi-compare.XXXXXX")
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+HARNESS=compare.sh
+# shellcheck source=benches/support/harness.sh
+. benches/support/harness.sh
 
-free_port() {
-  local port
-  for _ in $(seq 1 50); do
-    port=$((20000 + RANDOM % 20000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  echo "compare.sh: no free port found" >&2
-  return 1
-}
-
-# The same inputs as benches/load.sh: dev certificates, a key made now, a gcpJsonKey credential.
-"$A" dev-certs --out "$TMP/certs" >/dev/null
-mkdir -p "$TMP/credentials" "$TMP/config"
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/sa.pem" 2>/dev/null
-PRIVATE_KEY=$(awk '{printf "%s\\n", $0}' "$TMP/sa.pem")
-cat >"$TMP/credentials/key.json" <<EOF
-{"type": "service_account", "project_id": "acme-prod",
- "private_key_id": "0123456789abcdef0123456789abcdef01234567", "private_key": "$PRIVATE_KEY",
- "client_email": "puller@acme-prod.iam.gserviceaccount.com", "client_id": "104",
- "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": "https://oauth2.googleapis.com/token"}
-EOF
-cat >"$TMP/config/config.yaml" <<EOF
-registries:
-  - name: gcp
-    preset: gcp
-    secretName: gcr-pull
-    credentials:
-      gcpJsonKey: { file: $TMP/credentials/key.json }
-skipNamespaces: [kube-system, kube-node-lease]
-provisioning:
-  budget: 2s
-EOF
+write_inputs "$A"
 REVIEW=tests/fixtures/admission-reviews/pod-create-direct.json
+start_fake_api
 
-"$EX/fake_api_server" --kubeconfig "$TMP/kubeconfig" gcr-pull >"$TMP/fake.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 100); do grep -q '^STATS_URL=' "$TMP/fake.log" 2>/dev/null && break; sleep 0.1; done
-grep -q '^STATS_URL=' "$TMP/fake.log" || { echo "compare.sh: fake API did not start" >&2; cat "$TMP/fake.log" >&2; exit 1; }
-
-start() { # binary port; started in this shell, so that cleanup can wait for it
-  env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT KUBECONFIG="$TMP/kubeconfig" RUST_LOG=info \
-    "$1" serve --config "$TMP/config/config.yaml" --tls-dir "$TMP/certs" --listen "127.0.0.1:$2" \
-    >"$TMP/$2.log" 2>&1 &
-}
 PORT_A=$(free_port)
-start "$A" "$PORT_A"
+start_webhook "$A" "$PORT_A" "$TMP/a.log"
 PID_A=$!
-PIDS+=("$PID_A")
-PORT_B=$(free_port)
-while [ "$PORT_B" = "$PORT_A" ]; do PORT_B=$(free_port); done
-start "$B" "$PORT_B"
+PORT_B=$(free_port "$PORT_A")
+start_webhook "$B" "$PORT_B" "$TMP/b.log"
 PID_B=$!
-PIDS+=("$PID_B")
-for port in "$PORT_A" "$PORT_B"; do
-  ready=
-  for _ in $(seq 1 100); do
-    if curl -s -o /dev/null --cacert "$TMP/certs/ca.crt" "https://127.0.0.1:$port/readyz"; then ready=1; break; fi
-    sleep 0.1
-  done
-  [ -n "$ready" ] || { echo "compare.sh: nothing answers on 127.0.0.1:$port" >&2; cat "$TMP/$port.log" >&2; exit 1; }
-done
+wait_https "$PORT_A" /readyz "$TMP/a.log"
+wait_https "$PORT_B" /readyz "$TMP/b.log"
 # Both still running: a build that failed to start must not leave the other answering for both.
 for pid in "$PID_A" "$PID_B"; do
   kill -0 "$pid" 2>/dev/null || { echo "compare.sh: a webhook exited:" >&2; cat "$TMP"/*.log >&2; exit 1; }

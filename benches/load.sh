@@ -63,62 +63,12 @@ command -v openssl >/dev/null || { echo "load.sh: openssl is needed" >&2; exit 1
 command -v curl >/dev/null || { echo "load.sh: curl is needed" >&2; exit 1; }
 command -v jq >/dev/null || { echo "load.sh: jq is needed" >&2; exit 1; }
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/psi-load.XXXXXX")
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  local port
-  for _ in $(seq 1 50); do
-    port=$((20000 + RANDOM % 20000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  echo "load.sh: no free port found" >&2
-  return 1
-}
+HARNESS=load.sh
+# shellcheck source=benches/support/harness.sh
+. benches/support/harness.sh
 
 # ---- inputs ---------------------------------------------------------------------------------------
-"$BIN" dev-certs --out "$TMP/certs" >/dev/null
-mkdir -p "$TMP/credentials" "$TMP/config"
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/sa.pem" 2>/dev/null
-PRIVATE_KEY=$(awk '{printf "%s\\n", $0}' "$TMP/sa.pem")
-cat >"$TMP/credentials/key.json" <<EOF
-{
-  "type": "service_account",
-  "project_id": "acme-prod",
-  "private_key_id": "0123456789abcdef0123456789abcdef01234567",
-  "private_key": "$PRIVATE_KEY",
-  "client_email": "puller@acme-prod.iam.gserviceaccount.com",
-  "client_id": "104",
-  "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-  "token_uri": "https://oauth2.googleapis.com/token"
-}
-EOF
-cat >"$TMP/config/config.yaml" <<EOF
-registries:
-  - name: gcp
-    preset: gcp
-    secretName: gcr-pull
-    credentials:
-      gcpJsonKey: { file: $TMP/credentials/key.json }
-skipNamespaces: [kube-system, kube-node-lease]
-provisioning:
-  budget: 2s
-EOF
+write_inputs "$BIN"
 FIX=tests/fixtures/admission-reviews
 DIRECT=$FIX/pod-create-direct.json
 MIX=(--body "$FIX/pod-create-direct.json" --body "$FIX/pod-create-from-deployment.json"
@@ -126,36 +76,19 @@ MIX=(--body "$FIX/pod-create-direct.json" --body "$FIX/pod-create-from-deploymen
      --namespaces 8 --namespace-prefix team-)
 
 # ---- processes ------------------------------------------------------------------------------------
-"$EX/fake_api_server" --kubeconfig "$TMP/kubeconfig" gcr-pull >"$TMP/fake.log" 2>&1 &
-PIDS+=($!)
-FAKE_PID=$!
-for _ in $(seq 1 100); do grep -q '^STATS_URL=' "$TMP/fake.log" 2>/dev/null && break; sleep 0.1; done
-STATS_URL=$(sed -n 's/^STATS_URL=//p' "$TMP/fake.log")
-[ -n "$STATS_URL" ] || { echo "load.sh: fake API did not start:" >&2; cat "$TMP/fake.log" >&2; exit 1; }
+start_fake_api
 
 WEBHOOK_PORT=$(free_port)
-env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT KUBECONFIG="$TMP/kubeconfig" RUST_LOG="$WEBHOOK_LOG" \
-  "$BIN" serve --config "$TMP/config/config.yaml" --tls-dir "$TMP/certs" \
-  --listen "127.0.0.1:$WEBHOOK_PORT" >"$TMP/webhook.log" 2>&1 &
-PIDS+=($!)
+start_webhook "$BIN" "$WEBHOOK_PORT" "$TMP/webhook.log" "$WEBHOOK_LOG"
 WEBHOOK_PID=$!
 
-NOOP_PORT=$(free_port)
+NOOP_PORT=$(free_port "$WEBHOOK_PORT")
 "$EX/noop_webhook" --tls-dir "$TMP/certs" --listen "127.0.0.1:$NOOP_PORT" >"$TMP/noop.log" 2>&1 &
 PIDS+=($!)
 NOOP_PID=$!
 
-wait_https() { # port path
-  for _ in $(seq 1 100); do
-    if curl -s -o /dev/null --cacert "$TMP/certs/ca.crt" "https://127.0.0.1:$1$2"; then return 0; fi
-    sleep 0.1
-  done
-  echo "load.sh: nothing answers on 127.0.0.1:$1" >&2
-  cat "$TMP/webhook.log" "$TMP/noop.log" >&2
-  return 1
-}
-wait_https "$WEBHOOK_PORT" /readyz
-wait_https "$NOOP_PORT" /
+wait_https "$WEBHOOK_PORT" /readyz "$TMP/webhook.log" "$TMP/noop.log"
+wait_https "$NOOP_PORT" / "$TMP/webhook.log" "$TMP/noop.log"
 sleep 1
 
 # Read with bash builtins only: the sampler must not fork a process every 200 ms next to the server.

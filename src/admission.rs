@@ -175,11 +175,7 @@ pub fn parse_review_into<'a>(
     match (target, request.object) {
         (Target::Other, Object::Pod) => review.pod = PodView::default(),
         (Target::Other, _) | (_, Object::Absent | Object::Pod) => {}
-        (_, Object::Text(text)) => {
-            let mut reader = Reader::new(text);
-            review.pod.read_into(&mut reader).map_err(not_a_pod)?;
-            reader.finish().map_err(not_a_pod)?;
-        }
+        (_, Object::Text(text)) => review.pod.read_json_into(text).map_err(not_a_pod)?,
         (_, Object::NotAPod(error)) => return Err(not_a_pod(error)),
     }
     review.namespace = request

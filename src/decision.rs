@@ -51,10 +51,15 @@ impl<'a> PodView<'a> {
     /// Reads a Pod from its JSON text (one value, nothing after it).
     pub fn from_json(text: &'a [u8]) -> Result<Self, JsonError> {
         let mut pod = PodView::default();
-        let mut reader = Reader::new(text);
-        pod.read_into(&mut reader)?;
-        reader.finish()?;
+        pod.read_json_into(text)?;
         Ok(pod)
+    }
+
+    /// [`PodView::from_json`] into `self`, which must be empty.
+    pub fn read_json_into(&mut self, text: &'a [u8]) -> Result<(), JsonError> {
+        let mut reader = Reader::new(text);
+        self.read_into(&mut reader)?;
+        reader.finish()
     }
 
     /// Reads a Pod object into `self`, which must be empty (`PodView::default()`). Only a JSON
