@@ -4,30 +4,45 @@
 #   cp target/release/pullsecret-injector /tmp/before      # build and keep the "before" binary
 #   ... change, cargo build --release --bin pullsecret-injector --examples ...
 #   bash benches/compare.sh /tmp/before target/release/pullsecret-injector [rounds]
+#   bash benches/compare.sh noop target/release/pullsecret-injector     # the webhook against the no-op
+#   CLIENT=oha bash benches/compare.sh noop target/release/pullsecret-injector   # driven by oha
 #
 # Both builds serve the same config and certificates behind one fake API (examples/fake_api_server),
-# each provisions team-a once, and then examples/loadgen drives them in alternating max-throughput
-# phases (32 connections, HTTP/1.1 keep-alive over TLS, pod-create-direct.json; A first in odd
-# rounds, B first in even ones). Prints every round and the median ratio B/A of req/s, with each
-# build's median server CPU per review (utime + stime over the phase). `benches/load.sh` compares the
-# webhook with a no-op server; this compares two webhooks, where one phase each would be a coin toss
-# on a shared machine.
+# each provisions team-a once, and then the load client drives them in alternating max-throughput
+# phases (32 connections, HTTP/1.1 keep-alive over TLS, pod-create-direct.json compacted as the API
+# server sends it; A first in odd rounds, B first in even ones). Prints every round and the median
+# ratio B/A of req/s, with each side's median server CPU per review (utime + stime over the phase).
+# One phase each would be a coin toss on a shared machine.
 #
-# Environment: SECONDS_PER_PHASE (default 5), CONNECTIONS (32), LOADGEN_THREADS (2).
+# A side given as the word `noop` is examples/noop_webhook (the baseline of benches/load.sh) on the
+# same certificate.
+#
+# Environment: SECONDS_PER_PHASE (default 5), CONNECTIONS (32), LOADGEN_THREADS (2),
+# CLIENT (loadgen: examples/loadgen, which also checks that every answer is allowed; or oha: the
+# load generator from crates.io, `cargo install oha`, as an independent cross-check: it checks the
+# status only; its worker threads default to the number of cores).
 set -euo pipefail
 
 [ $# -ge 2 ] || { echo "usage: bash benches/compare.sh BINARY_A BINARY_B [rounds]" >&2; exit 2; }
 # Resolved before the cd below, so that paths relative to where the script was started work.
-A=$(realpath -- "$1")
-B=$(realpath -- "$2")
+side() { if [ "$1" = noop ]; then echo noop; else realpath -- "$1"; fi; }
+A=$(side "$1")
+B=$(side "$2")
 ROUNDS=${3:-8}
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PHASE=${SECONDS_PER_PHASE:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 LOADGEN_THREADS=${LOADGEN_THREADS:-2}
+CLIENT=${CLIENT:-loadgen}
 EX=${CARGO_TARGET_DIR:-target}/release/examples
-for f in "$A" "$B" "$EX/loadgen" "$EX/fake_api_server"; do
-  [ -x "$f" ] || { echo "compare.sh: $f is missing (cargo build --release --examples)" >&2; exit 1; }
+case $CLIENT in
+  loadgen) ;;
+  oha) command -v oha >/dev/null || { echo "compare.sh: oha is not installed (cargo install oha)" >&2; exit 1; } ;;
+  *) echo "compare.sh: CLIENT must be loadgen or oha" >&2; exit 2 ;;
+esac
+[ "$A" != noop ] || [ "$B" != noop ] || { echo "compare.sh: at most one side can be noop" >&2; exit 2; }
+for f in "$A" "$B" "$EX/noop_webhook" "$EX/loadgen" "$EX/fake_api_server"; do
+  [ "$f" = noop ] || [ -x "$f" ] || { echo "compare.sh: $f is missing (cargo build --release --examples)" >&2; exit 1; }
 done
 for tool in openssl curl jq python3; do
   command -v "$tool" >/dev/null || { echo "compare.sh: $tool is needed" >&2; exit 1; }
@@ -37,15 +52,27 @@ HARNESS=compare.sh
 # shellcheck source=benches/support/harness.sh
 . benches/support/harness.sh
 
-write_inputs "$A"
+if [ "$A" = noop ]; then write_inputs "$B"; else write_inputs "$A"; fi
 REVIEW=tests/fixtures/admission-reviews/pod-create-direct.json
+# What the API server sends: compact JSON (the fixtures are indented for reading). examples/loadgen
+# compacts by itself; oha sends the file as it is.
+python3 -c 'import json, sys; sys.stdout.write(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":"), ensure_ascii=False))' \
+  "$REVIEW" >"$TMP/review.json"
 start_fake_api
 
+start_side() { # binary-or-noop port log
+  if [ "$1" = noop ]; then
+    "$EX/noop_webhook" --tls-dir "$TMP/certs" --listen "127.0.0.1:$2" >"$3" 2>&1 &
+    PIDS+=($!)
+  else
+    start_webhook "$1" "$2" "$3"
+  fi
+}
 PORT_A=$(free_port)
-start_webhook "$A" "$PORT_A" "$TMP/a.log"
+start_side "$A" "$PORT_A" "$TMP/a.log"
 PID_A=$!
 PORT_B=$(free_port "$PORT_A")
-start_webhook "$B" "$PORT_B" "$TMP/b.log"
+start_side "$B" "$PORT_B" "$TMP/b.log"
 PID_B=$!
 wait_https "$PORT_A" /readyz "$TMP/a.log"
 wait_https "$PORT_B" /readyz "$TMP/b.log"
@@ -54,9 +81,21 @@ for pid in "$PID_A" "$PID_B"; do
   kill -0 "$pid" 2>/dev/null || { echo "compare.sh: a webhook exited:" >&2; cat "$TMP"/*.log >&2; exit 1; }
 done
 
+# One max-throughput run; writes loadgen's JSON, or oha's reduced to the same fields.
 loadgen() { # port duration out
-  "$EX/loadgen" --target "127.0.0.1:$1" --ca "$TMP/certs/ca.crt" --threads "$LOADGEN_THREADS" --json \
-    --body "$REVIEW" --connections "$CONNECTIONS" --max --duration "$2" >"$3"
+  if [ "$CLIENT" = oha ]; then
+    oha --no-tui --output-format json -w -c "$CONNECTIONS" -z "$2" --http-version 1.1 -m POST \
+      -T application/json -D "$TMP/review.json" --cacert "$TMP/certs/ca.crt" \
+      "https://127.0.0.1:$1/mutate?timeout=10s" >"$3.oha" || return 1
+    jq '{rps: .summary.requestsPerSec,
+         requests: ([.statusCodeDistribution[]] | add // 0),
+         non_200: ([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0),
+         errors: ([.errorDistribution[]?] | add // 0),
+         not_allowed: 0}' "$3.oha" >"$3"
+  else
+    "$EX/loadgen" --target "127.0.0.1:$1" --ca "$TMP/certs/ca.crt" --threads "$LOADGEN_THREADS" --json \
+      --body "$REVIEW" --connections "$CONNECTIONS" --max --duration "$2" >"$3"
+  fi
 }
 # The first review provisions team-a; then a short warm-up of each.
 for port in "$PORT_A" "$PORT_B"; do
@@ -79,6 +118,7 @@ phase() { # port pid out -> "req/s cpu-µs-per-review"; fails if loadgen does
 
 echo "A: $A"
 echo "B: $B"
+echo "client: $CLIENT"
 : >"$TMP/rounds"
 for r in $(seq 1 "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then
