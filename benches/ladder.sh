@@ -11,8 +11,9 @@
 #   3-answer-not-sent    ... decided and answered, but the fixed answer is sent instead of it, and no
 #                        metric or log call is made
 #   and the release build of HEAD itself: the whole path.
-# Each line of the summary is one `compare.sh noop BUILD` run: the median ratio of req/s over the
-# alternating rounds, and the median server CPU per review of both. The ratios of one run share a
+# Each entry of the summary is one `compare.sh noop BUILD` run: the median ratio of req/s over the
+# alternating rounds, the median server CPU per review of both, and the whole machine's user and
+# kernel time per review while each ran. The ratios of one run share a
 # machine state; compare steps within a run, not across runs.
 #
 # Environment: as for benches/compare.sh (SECONDS_PER_PHASE, CONNECTIONS, LOADGEN_THREADS, CLIENT).
@@ -56,9 +57,9 @@ STEPS+=(4-whole-path)
 for step in "${STEPS[@]}"; do
   echo "== $step"
   bash benches/compare.sh noop "$TMP/bin/$step" "$ROUNDS" | tee "$TMP/$step.out"
-  summary=$(grep '^median B/A' "$TMP/$step.out") || { echo "ladder.sh: no result for $step" >&2; exit 1; }
-  printf '%-18s %s\n' "$step" "$summary" >>"$TMP/summary"
+  grep -q '^median B/A' "$TMP/$step.out" || { echo "ladder.sh: no result for $step" >&2; exit 1; }
+  { echo "$step"; grep '^median' "$TMP/$step.out" | sed 's/^/  /'; } >>"$TMP/summary"
 done
 echo
-echo "step               against the no-op (B = the step's build)"
+echo "every step against the no-op (A = the no-op, B = the step's build):"
 cat "$TMP/summary"
