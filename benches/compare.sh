@@ -64,8 +64,7 @@ start_fake_api
 
 start_side() { # binary-or-noop port log
   if [ "$1" = noop ]; then
-    "$EX/noop_webhook" --tls-dir "$TMP/certs" --listen "127.0.0.1:$2" >"$3" 2>&1 &
-    PIDS+=($!)
+    start_noop "$2" "$3"
   else
     start_webhook "$1" "$2" "$3"
   fi
@@ -105,10 +104,6 @@ for port in "$PORT_A" "$PORT_B"; do
   loadgen "$port" 2s "$TMP/warm2.json"
 done
 
-# utime + stime: fields 14 and 15 of /proc/<pid>/stat, counted after the command name, which
-# may hold spaces.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-CLK_TCK=$(getconf CLK_TCK)
 # The whole machine's time from the first line of /proc/stat: user + nice, system + irq + softirq,
 # idle + iowait (clients, servers and kernel together; the machine is shared, so this is a guide).
 machine_ticks() { awk 'NR == 1 { print $2 + $3, $4 + $7 + $8, $5 + $6 }' /proc/stat; }

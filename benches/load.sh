@@ -83,8 +83,7 @@ start_webhook "$BIN" "$WEBHOOK_PORT" "$TMP/webhook.log" "$WEBHOOK_LOG"
 WEBHOOK_PID=$!
 
 NOOP_PORT=$(free_port "$WEBHOOK_PORT")
-"$EX/noop_webhook" --tls-dir "$TMP/certs" --listen "127.0.0.1:$NOOP_PORT" >"$TMP/noop.log" 2>&1 &
-PIDS+=($!)
+start_noop "$NOOP_PORT" "$TMP/noop.log"
 NOOP_PID=$!
 
 wait_https "$WEBHOOK_PORT" /readyz "$TMP/webhook.log" "$TMP/noop.log"
@@ -99,11 +98,8 @@ rss_kib() {
   done <"/proc/$1/status"
   echo 0
 }
-CLK_TCK=$(getconf CLK_TCK)
 mkfifo "$TMP/pause.fifo"
 exec 9<>"$TMP/pause.fifo"
-# utime + stime of a process, in clock ticks (the command name has no spaces here).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 stat_field() { curl -s "$STATS_URL" | jq -r "$1"; }

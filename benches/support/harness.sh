@@ -81,6 +81,17 @@ start_webhook() { # binary port log-file [RUST_LOG]
   PIDS+=($!)
 }
 
+# examples/noop_webhook on the same certificates, in this shell; its pid is $!.
+start_noop() { # port log-file
+  "$EX/noop_webhook" --tls-dir "$TMP/certs" --listen "127.0.0.1:$1" >"$2" 2>&1 &
+  PIDS+=($!)
+}
+
+# utime + stime of a process in clock ticks: fields 14 and 15 of /proc/<pid>/stat, counted after
+# the command name, which may hold spaces.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+CLK_TCK=$(getconf CLK_TCK)
+
 # Waits until https://127.0.0.1:<port><path> answers; shows the logs and exits otherwise.
 wait_https() { # port path log-file...
   local port=$1 path=$2
