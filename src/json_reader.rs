@@ -180,6 +180,18 @@ impl<'a> Reader<'a> {
         if self.peek()? != b'"' {
             return Err(self.invalid_type(expected));
         }
+        // Nearly every string the API server sends is ASCII without escapes: told by the scan
+        // that finds its end, with no second pass to check its UTF-8.
+        let start = self.pos + 1;
+        let end = ascii_run_end(self.bytes, start);
+        if self.bytes.get(end) == Some(&b'"') {
+            self.pos = end + 1;
+            let text = &self.bytes[start..end];
+            // SAFETY: the scan stopped at no byte above 0x7f: `text` is ASCII, which is UTF-8.
+            return Ok(Cow::Borrowed(unsafe {
+                std::str::from_utf8_unchecked(text)
+            }));
+        }
         let offset = self.pos;
         let (raw, escaped) = self.scan_string()?;
         decode(raw, escaped, offset)
@@ -599,6 +611,8 @@ unsafe fn container_end_with<K: MaskKernel>(bytes: &[u8], at: usize) -> Option<u
     let mut nesting = Nesting::default();
     // All ones while a string runs on from the previous block.
     let mut string_carry = 0_u64;
+    // Clears the value's own opening bracket (the first block's first byte) from the empty pairs.
+    let mut first_skip = !1_u64;
     // SAFETY: passed on from the caller.
     for block in unsafe { Blocks::<K>::new(bytes, at) } {
         // SAFETY: passed on from the caller.
@@ -608,7 +622,15 @@ unsafe fn container_end_with<K: MaskKernel>(bytes: &[u8], at: usize) -> Option<u
         // in this block; what follows it is not checked here.
         let mut in_value = u64::MAX;
         let mut end = None;
-        let mut brackets = block.masks.bracket & !string;
+        let brackets = block.masks.bracket & !string;
+        // An empty `{}` or `[]` (a third of the brackets of managedFields) opens and closes
+        // nothing: both of its brackets are dropped before the bracket-by-bracket walk. Never the
+        // value's own opening bracket, the walk's first.
+        let closes = brackets & !block.masks.open;
+        let same_kind_as_next = !(block.masks.curly ^ (block.masks.curly >> 1));
+        let empty = brackets & block.masks.open & (closes >> 1) & same_kind_as_next & first_skip;
+        first_skip = u64::MAX;
+        let mut brackets = brackets & !(empty | empty << 1);
         while brackets != 0 {
             let bit = brackets.trailing_zeros();
             brackets &= brackets - 1;
@@ -1070,43 +1092,73 @@ fn literal_end(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
 }
 
 /// The index of the first `"`, `\` or control character at or after `at` (or the end).
-/// Sixteen bytes at a time with SSE2 (part of every x86-64 CPU); most strings of a review end
-/// within the first sixteen bytes.
+#[inline(always)]
+pub(crate) fn plain_run_end(bytes: &[u8], at: usize) -> usize {
+    stop_run_end::<false>(bytes, at)
+}
+
+/// [`plain_run_end`] that also stops at the first byte that is not ASCII: a run that then ends at
+/// a quote is a string that needs no UTF-8 check.
+#[inline(always)]
+fn ascii_run_end(bytes: &[u8], at: usize) -> usize {
+    stop_run_end::<true>(bytes, at)
+}
+
+/// The index of the first `"`, `\` or control character (or, with `NON_ASCII`, byte above 0x7f)
+/// at or after `at`, or the end. Sixteen bytes at a time with SSE2 (part of every x86-64 CPU);
+/// most strings of a review end within the first sixteen bytes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(crate) fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
-    };
+fn stop_run_end<const NON_ASCII: bool>(bytes: &[u8], mut at: usize) -> usize {
     while let Some(chunk) = bytes.get(at..at + 16) {
-        // SAFETY: SSE2 is part of the x86-64 baseline, so these intrinsics are always available;
-        // `chunk` is 16 readable bytes and loadu has no alignment requirement.
-        let stops = unsafe {
-            let block = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
-            let quote = _mm_cmpeq_epi8(block, _mm_set1_epi8(b'"' as i8));
-            let backslash = _mm_cmpeq_epi8(block, _mm_set1_epi8(b'\\' as i8));
-            // b <= 0x1f exactly when max(b, 0x1f) == 0x1f (unsigned).
-            let low = _mm_set1_epi8(0x1f);
-            let control = _mm_cmpeq_epi8(_mm_max_epu8(block, low), low);
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
-        };
+        // SAFETY: `chunk` has 16 readable bytes.
+        let stops = unsafe { sse2_stops::<NON_ASCII>(chunk.as_ptr()) };
         if stops != 0 {
             return at + stops.trailing_zeros() as usize;
         }
         at += 16;
     }
-    plain_run_end_portable(bytes, at)
+    stop_run_end_portable::<NON_ASCII>(bytes, at)
+}
+
+/// One bit per byte of the 16 bytes at `chunk` that is a quote, a backslash or a control character
+/// (or, with `NON_ASCII`, above 0x7f).
+///
+/// # Safety
+/// 16 bytes from `chunk` on are readable.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sse2_stops<const NON_ASCII: bool>(chunk: *const u8) -> u32 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86-64 baseline, so these intrinsics are always available;
+    // the caller gives 16 readable bytes and loadu has no alignment requirement.
+    unsafe {
+        let block = _mm_loadu_si128(chunk.cast::<__m128i>());
+        let quote = _mm_cmpeq_epi8(block, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(block, _mm_set1_epi8(b'\\' as i8));
+        // b <= 0x1f exactly when max(b, 0x1f) == 0x1f (unsigned).
+        let low = _mm_set1_epi8(0x1f);
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(block, low), low);
+        let mut stops = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control));
+        if NON_ASCII {
+            // The top bit of every byte.
+            stops |= _mm_movemask_epi8(block);
+        }
+        stops as u32 & 0xffff
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-pub(crate) fn plain_run_end(bytes: &[u8], at: usize) -> usize {
-    plain_run_end_portable(bytes, at)
+fn stop_run_end<const NON_ASCII: bool>(bytes: &[u8], at: usize) -> usize {
+    stop_run_end_portable::<NON_ASCII>(bytes, at)
 }
 
 /// Eight bytes at a time: the lowest flagged byte of each word test is always a true match.
-fn plain_run_end_portable(bytes: &[u8], mut at: usize) -> usize {
+fn stop_run_end_portable<const NON_ASCII: bool>(bytes: &[u8], mut at: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     while let Some(chunk) = bytes.get(at..at + 8) {
@@ -1115,9 +1167,13 @@ fn plain_run_end_portable(bytes: &[u8], mut at: usize) -> usize {
         let word = u64::from_le_bytes(word);
         let quote = word ^ (ONES * u64::from(b'"'));
         let backslash = word ^ (ONES * u64::from(b'\\'));
-        let flagged = (quote.wrapping_sub(ONES) & !quote)
+        let mut flagged = (quote.wrapping_sub(ONES) & !quote)
             | (backslash.wrapping_sub(ONES) & !backslash)
             | (word.wrapping_sub(ONES * 0x20) & !word);
+        if NON_ASCII {
+            // Exact: a byte's own top bit.
+            flagged |= word;
+        }
         let flagged = flagged & HIGH;
         if flagged != 0 {
             return at + (flagged.trailing_zeros() / 8) as usize;
@@ -1125,7 +1181,7 @@ fn plain_run_end_portable(bytes: &[u8], mut at: usize) -> usize {
         at += 8;
     }
     while let Some(&b) = bytes.get(at) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
+        if b == b'"' || b == b'\\' || b < 0x20 || (NON_ASCII && b > 0x7f) {
             break;
         }
         at += 1;
@@ -1642,7 +1698,7 @@ mod tests {
                         "len {len}, stop {stop:#x} at {stop_at}"
                     );
                     assert_eq!(
-                        plain_run_end_portable(&text, 0),
+                        stop_run_end_portable::<false>(&text, 0),
                         stop_at,
                         "portable: len {len}, stop {stop:#x} at {stop_at}"
                     );
@@ -1650,7 +1706,68 @@ mod tests {
             }
             let clean = vec![b'z'; len];
             assert_eq!(plain_run_end(&clean, 0), len);
-            assert_eq!(plain_run_end_portable(&clean, 0), len);
+            assert_eq!(stop_run_end_portable::<false>(&clean, 0), len);
+        }
+    }
+
+    #[test]
+    fn the_ascii_scan_also_stops_at_the_first_byte_above_0x7f() {
+        for len in 0..100 {
+            for stop_at in 0..len {
+                for stop in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xc3, 0xff] {
+                    // ASCII that looks like stop bytes to a careless test: space, DEL, '!', '#'.
+                    let mut text: Vec<u8> = (0..len)
+                        .map(|i| [b'a', 0x7f, b'!', b'#', 0x20, b'~', b']', b'{'][i % 8])
+                        .collect();
+                    text[stop_at] = stop;
+                    if stop_at + 1 < len {
+                        text[stop_at + 1] = 0xa2;
+                    }
+                    assert_eq!(
+                        ascii_run_end(&text, 0),
+                        stop_at,
+                        "len {len}, stop {stop:#x} at {stop_at}"
+                    );
+                    assert_eq!(
+                        stop_run_end_portable::<true>(&text, 0),
+                        stop_at,
+                        "portable: len {len}, stop {stop:#x} at {stop_at}"
+                    );
+                    // The plain scan passes over the bytes above 0x7f.
+                    let plain = if stop >= 0x80 { len } else { stop_at };
+                    assert_eq!(
+                        plain_run_end(&text, 0),
+                        plain,
+                        "plain: len {len}, stop {stop:#x}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_with_bytes_above_0x7f_are_read_from_the_first_one_on() {
+        // The ASCII scan stops at 'é' (or at a bad byte) anywhere in a string, before or after
+        // the first 32 bytes; the string is then read and checked as before.
+        for prefix in [0, 1, 15, 16, 31, 32, 33, 47, 64] {
+            let head = "a".repeat(prefix);
+            let text = format!("\"{head}é\\u00e9z\"");
+            let read = Reader::new(text.as_bytes())
+                .read_str("a string")
+                .expect("str");
+            assert_eq!(read, format!("{head}ééz"));
+            let text = format!("\"{head}é-z\"");
+            let read = Reader::new(text.as_bytes())
+                .read_str("a string")
+                .expect("str");
+            assert!(matches!(read, Cow::Borrowed(_)));
+            assert_eq!(read, format!("{head}é-z"));
+            let mut bad = format!("\"{head}ab\"").into_bytes();
+            bad[prefix + 1] = 0xc3;
+            let error = Reader::new(&bad)
+                .read_str("a string")
+                .expect_err("bad UTF-8");
+            assert_eq!(error.kind, ErrorKind::InvalidUtf8);
         }
     }
 
