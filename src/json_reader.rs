@@ -192,8 +192,9 @@ impl<'a> Reader<'a> {
                 std::str::from_utf8_unchecked(text)
             }));
         }
+        // Past the ASCII run, the rest is scanned as any string is, not from its start again.
         let offset = self.pos;
-        let (raw, escaped) = self.scan_string()?;
+        let (raw, escaped) = self.scan_string_from(start, end)?;
         decode(raw, escaped, offset)
     }
 
@@ -453,7 +454,14 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     fn scan_string(&mut self) -> Result<(&'a [u8], bool)> {
         let start = self.pos + 1;
-        let end = plain_run_end(self.bytes, start);
+        self.scan_string_from(start, start)
+    }
+
+    /// [`Reader::scan_string`] for the string whose text starts at `start`, from `from` on: the
+    /// bytes between them are already known to be plain (no quote, escape or control character).
+    #[inline(always)]
+    fn scan_string_from(&mut self, start: usize, from: usize) -> Result<(&'a [u8], bool)> {
+        let end = plain_run_end(self.bytes, from);
         if self.bytes.get(end) == Some(&b'"') {
             self.pos = end + 1;
             return Ok((&self.bytes[start..end], false));
@@ -547,7 +555,14 @@ fn scalar_end(bytes: &[u8], at: usize) -> Option<usize> {
 /// bit per byte for quotes, backslashes, brackets and control characters; which bytes are inside
 /// strings follows from the unescaped quotes by a prefix XOR; only the brackets outside strings
 /// are then visited one by one.
+///
+/// The value is not an empty `{}` or `[]` (the caller answers those without a scan): the walk
+/// drops every empty pair, and would drop that one too.
 fn container_end(bytes: &[u8], at: usize) -> Option<usize> {
+    debug_assert!(
+        bytes.get(at + 1) != bytes.get(at).map(|open| open + 2).as_ref(),
+        "an empty container is not scanned"
+    );
     with_widest_kernel::<ContainerEnd>(bytes, at)
 }
 
@@ -611,8 +626,6 @@ unsafe fn container_end_with<K: MaskKernel>(bytes: &[u8], at: usize) -> Option<u
     let mut nesting = Nesting::default();
     // All ones while a string runs on from the previous block.
     let mut string_carry = 0_u64;
-    // Clears the value's own opening bracket (the first block's first byte) from the empty pairs.
-    let mut first_skip = !1_u64;
     // SAFETY: passed on from the caller.
     for block in unsafe { Blocks::<K>::new(bytes, at) } {
         // SAFETY: passed on from the caller.
@@ -624,12 +637,11 @@ unsafe fn container_end_with<K: MaskKernel>(bytes: &[u8], at: usize) -> Option<u
         let mut end = None;
         let brackets = block.masks.bracket & !string;
         // An empty `{}` or `[]` (a third of the brackets of managedFields) opens and closes
-        // nothing: both of its brackets are dropped before the bracket-by-bracket walk. Never the
-        // value's own opening bracket, the walk's first.
+        // nothing: both of its brackets are dropped before the bracket-by-bracket walk. The
+        // value itself is never one (see `container_end`), so its opening bracket stays.
         let closes = brackets & !block.masks.open;
         let same_kind_as_next = !(block.masks.curly ^ (block.masks.curly >> 1));
-        let empty = brackets & block.masks.open & (closes >> 1) & same_kind_as_next & first_skip;
-        first_skip = u64::MAX;
+        let empty = brackets & block.masks.open & (closes >> 1) & same_kind_as_next;
         let mut brackets = brackets & !(empty | empty << 1);
         while brackets != 0 {
             let bit = brackets.trailing_zeros();
@@ -1147,7 +1159,8 @@ unsafe fn sse2_stops<const NON_ASCII: bool>(chunk: *const u8) -> u32 {
             // The top bit of every byte.
             stops |= _mm_movemask_epi8(block);
         }
-        stops as u32 & 0xffff
+        // movemask sets only the low 16 bits.
+        stops as u32
     }
 }
 
