@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod preview;
 pub mod provisioner;
 pub mod pull_secret;
+pub mod read_ahead;
 pub mod reference;
 pub mod reload;
 pub mod server;

@@ -27,6 +27,7 @@ use crate::admission::{self, Outcome};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pull_secret::PullSecrets;
+use crate::read_ahead::ReadAhead;
 
 /// The API server sends at most 3 MiB; a little more leaves room for encoding overhead.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -342,7 +343,7 @@ pub async fn serve_tls(
         let builder = builder.clone();
         let activity = Arc::new(ConnectionActivity::new());
         let registration = open.register(activity.clone());
-        let service = ActivityTracking(Arc::new(ConnectionService {
+        let service = activity_tracking(Arc::new(ConnectionService {
             service: Arc::clone(&service),
             activity: activity.clone(),
         }));
@@ -352,6 +353,7 @@ pub async fn serve_tls(
         tokio::spawn(async move {
             let _permit = permit;
             let _registration = registration;
+            let stream = ReadAhead::new(stream);
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
@@ -505,25 +507,27 @@ struct ConnectionService {
     activity: Arc<ConnectionActivity>,
 }
 
-/// Counts a connection's requests in flight and marks when it goes idle.
-#[derive(Clone)]
-struct ActivityTracking(Arc<ConnectionService>);
-
-impl hyper::service::Service<hyper::Request<Incoming>> for ActivityTracking {
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
-
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        let in_flight = InFlight::begin(self.0.activity.clone());
-        let connection = Arc::clone(&self.0);
-        Box::pin(async move {
+/// Counts a connection's requests in flight and marks when it goes idle. A `service_fn`, not a
+/// `Service` with a boxed future: hyper keeps the request's future in a slot of its own, so the
+/// future (the whole review path's state) is not allocated anew for every request.
+fn activity_tracking(
+    connection: Arc<ConnectionService>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send,
+> + Clone {
+    let service = move |request: hyper::Request<Incoming>| {
+        let in_flight = InFlight::begin(connection.activity.clone());
+        let connection = Arc::clone(&connection);
+        async move {
             let response = connection.service.handle(request).await;
             drop(in_flight);
             Ok(response)
-        })
-    }
+        }
+    };
+    hyper::service::service_fn(service)
 }
 
 /// One request in flight on a connection. Dropping it ends the request, also when hyper drops the
