@@ -20,6 +20,7 @@
 # same certificate.
 #
 # Environment: SECONDS_PER_PHASE (default 5), CONNECTIONS (32), LOADGEN_THREADS (2),
+# NOOP_READ_AHEAD (set: the `noop` side reads the socket as the webhook does, see benches/support/harness.sh),
 # CLIENT (loadgen: examples/loadgen, which also checks that every answer is allowed; or oha: the
 # load generator from crates.io, `cargo install oha`, as an independent cross-check: it checks the
 # status only; its worker threads default to the number of cores).

@@ -74,16 +74,20 @@ start_fake_api() {
 }
 
 # `binary serve` against the fake API, in this shell (so that cleanup waits for it); its pid is $!.
+# SERVER_WRAPPER, if set, is a command line (split at spaces) that runs the server, e.g. valgrind.
 start_webhook() { # binary port log-file [RUST_LOG]
+  # shellcheck disable=SC2086
   env -u KUBERNETES_SERVICE_HOST -u KUBERNETES_SERVICE_PORT KUBECONFIG="$TMP/kubeconfig" RUST_LOG="${4:-info}" \
-    "$1" serve --config "$TMP/config/config.yaml" --tls-dir "$TMP/certs" --listen "127.0.0.1:$2" \
+    ${SERVER_WRAPPER:-} "$1" serve --config "$TMP/config/config.yaml" --tls-dir "$TMP/certs" --listen "127.0.0.1:$2" \
     >"$3" 2>&1 &
   PIDS+=($!)
 }
 
-# examples/noop_webhook on the same certificates, in this shell; its pid is $!.
+# examples/noop_webhook on the same certificates, in this shell; its pid is $!. NOOP_READ_AHEAD=1
+# gives it the webhook's read path (one system call per request; the baseline is the stock stack).
 start_noop() { # port log-file
-  "$EX/noop_webhook" --tls-dir "$TMP/certs" --listen "127.0.0.1:$1" >"$2" 2>&1 &
+  # shellcheck disable=SC2086
+  ${SERVER_WRAPPER:-} "$EX/noop_webhook" --tls-dir "$TMP/certs" --listen "127.0.0.1:$1" ${NOOP_READ_AHEAD:+--read-ahead} >"$2" 2>&1 &
   PIDS+=($!)
 }
 
