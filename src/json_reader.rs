@@ -168,6 +168,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Consumes a `null` if one is next.
+    #[inline(always)]
     pub fn take_null(&mut self) -> Result<bool> {
         if self.peek()? == b'n' {
             self.literal(b"null")?;
@@ -176,23 +177,36 @@ impl<'a> Reader<'a> {
         Ok(false)
     }
 
+    /// Inlined where it is read: the plain case is a scan and a borrow, less than a call costs.
+    #[inline(always)]
     pub fn read_str(&mut self, expected: &'static str) -> Result<Cow<'a, str>> {
+        if self.bytes.get(self.pos) == Some(&b'"') {
+            // Nearly every string the API server sends is ASCII without escapes: told by the scan
+            // that finds its end, with no second pass to check its UTF-8.
+            let start = self.pos + 1;
+            let end = ascii_run_end(self.bytes, start);
+            if self.bytes.get(end) == Some(&b'"') {
+                self.pos = end + 1;
+                let text = &self.bytes[start..end];
+                // SAFETY: the scan stopped at no byte above 0x7f: `text` is ASCII, which is UTF-8.
+                return Ok(Cow::Borrowed(unsafe {
+                    std::str::from_utf8_unchecked(text)
+                }));
+            }
+        }
+        self.any_str(expected)
+    }
+
+    /// [`Reader::read_str`] for any string: whitespace before it, escapes or bytes above 0x7f in
+    /// it, or not a string at all.
+    #[inline(never)]
+    fn any_str(&mut self, expected: &'static str) -> Result<Cow<'a, str>> {
         if self.peek()? != b'"' {
             return Err(self.invalid_type(expected));
         }
-        // Nearly every string the API server sends is ASCII without escapes: told by the scan
-        // that finds its end, with no second pass to check its UTF-8.
+        // Past the ASCII run, the rest is scanned as any string is, not from its start again.
         let start = self.pos + 1;
         let end = ascii_run_end(self.bytes, start);
-        if self.bytes.get(end) == Some(&b'"') {
-            self.pos = end + 1;
-            let text = &self.bytes[start..end];
-            // SAFETY: the scan stopped at no byte above 0x7f: `text` is ASCII, which is UTF-8.
-            return Ok(Cow::Borrowed(unsafe {
-                std::str::from_utf8_unchecked(text)
-            }));
-        }
-        // Past the ASCII run, the rest is scanned as any string is, not from its start again.
         let offset = self.pos;
         let (raw, escaped) = self.scan_string_from(start, end)?;
         decode(raw, escaped, offset)
@@ -350,7 +364,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    // Inlined into the object loop: called for every key, its call and its result written
+    // through memory cost as much as the scan.
+    #[inline(always)]
     fn key_and_colon(&mut self) -> Result<Key<'a>> {
         // Compact JSON and a key without escapes, as the API server writes nearly every key.
         let start = self.pos + 1;
