@@ -34,10 +34,6 @@ impl<IO> ReadAhead<IO> {
     pub fn buffered(&self) -> usize {
         self.buffer.len() - self.start
     }
-
-    pub fn get_ref(&self) -> &IO {
-        &self.io
-    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for ReadAhead<IO> {
@@ -207,7 +203,7 @@ mod tests {
         assert_eq!(reader.buffered(), 289);
         let second = read(&mut reader, 4096).unwrap().unwrap();
         assert_eq!([first, second].concat(), record);
-        assert_eq!(reader.get_ref().offered, [CAPACITY], "one socket read");
+        assert_eq!(reader.io.offered, [CAPACITY], "one socket read");
         assert_eq!(reader.buffered(), 0);
     }
 
@@ -254,9 +250,9 @@ mod tests {
                 // No read of the socket is ever smaller than the buffer, and none is made
                 // while buffered bytes are left.
                 assert!(
-                    reader.get_ref().offered.iter().all(|&n| n >= CAPACITY),
+                    reader.io.offered.iter().all(|&n| n >= CAPACITY),
                     "{size_above} {chunks:?}: {:?}",
-                    reader.get_ref().offered
+                    reader.io.offered
                 );
             }
         }
@@ -287,7 +283,7 @@ mod tests {
         let mut reader = ReadAhead::new(Scripted::new(vec![Step::Data(data.clone())]));
         let got = read(&mut reader, CAPACITY + 1000).unwrap().unwrap();
         assert_eq!(got, data);
-        assert_eq!(reader.get_ref().offered, [CAPACITY + 1000]);
+        assert_eq!(reader.io.offered, [CAPACITY + 1000]);
         assert_eq!(reader.buffer.capacity(), 0, "no buffer of its own was made");
     }
 
@@ -315,6 +311,6 @@ mod tests {
         assert!(matches!(written, Poll::Ready(Ok(17))), "{written:?}");
         let written = Pin::new(&mut reader).poll_write(&mut cx, b"more");
         assert!(matches!(written, Poll::Ready(Ok(4))));
-        assert_eq!(reader.get_ref().written, b"HTTP/1.1 200 OK\r\nmore");
+        assert_eq!(reader.io.written, b"HTTP/1.1 200 OK\r\nmore");
     }
 }
