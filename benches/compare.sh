@@ -11,9 +11,10 @@
 # each provisions team-a once, and then the load client drives them in alternating max-throughput
 # phases (32 connections, HTTP/1.1 keep-alive over TLS, pod-create-direct.json compacted as the API
 # server sends it; A first in odd rounds, B first in even ones). Prints every round and the median
-# ratio B/A of req/s, with each side's median server CPU per review (utime + stime over the phase)
-# and the whole machine's user and kernel time per review (from /proc/stat: client, servers and
-# kernel together; the machine is busy throughout, so throughput is the inverse of their sum).
+# ratio B/A of req/s, with each side's median server CPU per review (utime + stime over the phase,
+# and the two apart), the load client's own CPU per review (examples/loadgen's getrusage) and the
+# whole machine's user and kernel time per review (from /proc/stat: client, servers and kernel
+# together; the machine is busy throughout, so throughput is the inverse of their sum).
 # One phase each would be a coin toss on a shared machine.
 #
 # A side given as the word `noop` is examples/noop_webhook (the baseline of benches/load.sh) on the
@@ -108,20 +109,24 @@ done
 # The whole machine's time from the first line of /proc/stat: user + nice, system + irq + softirq,
 # idle + iowait (clients, servers and kernel together; the machine is shared, so this is a guide).
 machine_ticks() { awk 'NR == 1 { print $2 + $3, $4 + $7 + $8, $5 + $6 }' /proc/stat; }
-# port pid out -> "req/s server-cpu-µs machine-user-µs machine-kernel-µs machine-idle-%" per review;
-# fails if the client does
+# port pid out -> "req/s server-cpu-µs server-user-µs server-system-µs machine-user-µs
+# machine-kernel-µs machine-idle-% client-user-µs client-system-µs" per review (the client's own
+# CPU as examples/loadgen reports it; -1 with oha); fails if the client does
 phase() {
   local c0 c1 m0 m1
-  c0=$(cpu_ticks "$2")
+  c0=$(cpu_ticks_split "$2")
   m0=$(machine_ticks)
   loadgen "$1" "${PHASE}s" "$3" || return 1
   m1=$(machine_ticks)
-  c1=$(cpu_ticks "$2")
-  jq -r --argjson t "$((c1 - c0))" --argjson hz "$CLK_TCK" --arg m0 "$m0" --arg m1 "$m1" '
+  c1=$(cpu_ticks_split "$2")
+  jq -r --arg c0 "$c0" --arg c1 "$c1" --argjson hz "$CLK_TCK" --arg m0 "$m0" --arg m1 "$m1" '
     ($m0 | split(" ") | map(tonumber)) as $a | ($m1 | split(" ") | map(tonumber)) as $b |
     ([range(3)] | map($b[.] - $a[.])) as $d |
+    ($c0 | split(" ") | map(tonumber)) as $s0 | ($c1 | split(" ") | map(tonumber)) as $s1 |
+    ([range(2)] | map($s1[.] - $s0[.])) as $c |
+    (1000000 / $hz / .requests) as $us |
     if .errors + .non_200 + .not_allowed > 0 then error("failed answers")
-    else "\(.rps) \($t * 1000000 / $hz / .requests) \($d[0] * 1000000 / $hz / .requests) \($d[1] * 1000000 / $hz / .requests) \(100 * $d[2] / ($d[0] + $d[1] + $d[2]))"
+    else "\(.rps) \(($c[0] + $c[1]) * $us) \($c[0] * $us) \($c[1] * $us) \($d[0] * $us) \($d[1] * $us) \(100 * $d[2] / ($d[0] + $d[1] + $d[2])) \(if .client_cpu_user_s then .client_cpu_user_s * 1000000 / .requests else -1 end) \(if .client_cpu_system_s then .client_cpu_system_s * 1000000 / .requests else -1 end)"
     end' "$3"
 }
 
@@ -140,15 +145,20 @@ for r in $(seq 1 "$ROUNDS"); do
   # `set -e` does not reach into $(...): a failed phase leaves its figures empty.
   [ -n "$a" ] && [ -n "$b" ] || { echo "compare.sh: round $r failed" >&2; exit 1; }
   echo "$a $b" >>"$TMP/rounds"
-  echo "$a $b" | awk -v r="$r" '{printf "round %d: A %.0f req/s, %.1f µs CPU (machine %.1f + %.1f µs, %.1f %% idle) | B %.0f req/s, %.1f µs CPU (machine %.1f + %.1f µs, %.1f %% idle) | B/A %.2f\n", r, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $6 / $1}'
+  echo "$a $b" | awk -v r="$r" '{printf "round %d: A %.0f req/s, server %.1f µs CPU (%.1f user + %.1f system), client %.1f + %.1f µs, machine %.1f + %.1f µs, %.1f %% idle | B %.0f req/s, server %.1f µs (%.1f + %.1f), client %.1f + %.1f µs, machine %.1f + %.1f µs, %.1f %% idle | B/A %.2f\n", r, $1, $2, $3, $4, $8, $9, $5, $6, $7, $10, $11, $12, $13, $17, $18, $14, $15, $16, $10 / $1}'
 done
 python3 - "$TMP/rounds" <<'EOF'
 import statistics, sys
 rows = [list(map(float, line.split())) for line in open(sys.argv[1]) if line.strip()]
-ratios = [row[5] / row[0] for row in rows]
+ratios = [row[9] / row[0] for row in rows]
 median = lambda column: statistics.median(row[column] for row in rows)
 print("median B/A %.3f (rounds %.2f to %.2f, %d rounds); median server CPU per review: A %.1f µs, B %.1f µs"
-      % (statistics.median(ratios), min(ratios), max(ratios), len(rows), median(1), median(6)))
+      % (statistics.median(ratios), min(ratios), max(ratios), len(rows), median(1), median(10)))
+print("median server user + system per review: A %.1f + %.1f µs, B %.1f + %.1f µs"
+      % (median(2), median(3), median(11), median(12)))
+if median(7) >= 0:
+    print("median client (load generator) user + system per review: A %.1f + %.1f µs, B %.1f + %.1f µs"
+          % (median(7), median(8), median(16), median(17)))
 print("median machine time per review (user + kernel, all processes): A %.1f + %.1f µs, %.1f %% idle; B %.1f + %.1f µs, %.1f %% idle"
-      % (median(2), median(3), median(4), median(7), median(8), median(9)))
+      % (median(4), median(5), median(6), median(13), median(14), median(15)))
 EOF

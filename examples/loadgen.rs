@@ -208,6 +208,21 @@ impl Client {
     }
 }
 
+/// This process's user and system CPU time in seconds: the client's own share of a busy machine,
+/// so a run can tell what the client spent per request on each server.
+fn process_cpu() -> (f64, f64) {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given, which points to one.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return (0.0, 0.0);
+        }
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (seconds(usage.ru_utime), seconds(usage.ru_stime))
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -385,7 +400,7 @@ fn main() -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let (workers, elapsed) = runtime.block_on(async {
+    let (workers, elapsed, (cpu_user_s, cpu_system_s)) = runtime.block_on(async {
         // Connect everything first: the handshakes are not part of the measurement.
         let mut senders = Vec::with_capacity(args.connections);
         for _ in 0..args.connections {
@@ -410,13 +425,16 @@ fn main() -> Result<(), String> {
                 args.duration,
             )));
         }
+        let cpu_before = process_cpu();
         let start = *start_cell.get_or_init(Instant::now);
         barrier.wait().await;
         let mut workers = Vec::with_capacity(tasks.len());
         for task in tasks {
             workers.push(task.await.map_err(|e| e.to_string())?);
         }
-        Ok::<_, String>((workers, start.elapsed()))
+        let cpu_after = process_cpu();
+        let cpu = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+        Ok::<_, String>((workers, start.elapsed(), cpu))
     })?;
 
     let mut histogram = new_histogram();
@@ -458,6 +476,8 @@ fn main() -> Result<(), String> {
             "not_allowed": total.not_allowed,
             "patched": total.patched,
             "rps": rps,
+            "client_cpu_user_s": cpu_user_s,
+            "client_cpu_system_s": cpu_system_s,
             "queued": total.queued,
             "schedule_lag_max_us": total.schedule_lag_max_us,
             "first_error": total.first_error,
