@@ -91,11 +91,11 @@ start_noop() { # port log-file
   PIDS+=($!)
 }
 
-# utime + stime of a process in clock ticks: fields 14 and 15 of /proc/<pid>/stat, counted after
+# "utime stime" of a process in clock ticks: fields 14 and 15 of /proc/<pid>/stat, counted after
 # the command name, which may hold spaces.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-# The same two fields apart: "utime stime".
 cpu_ticks_split() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+# Their sum.
+cpu_ticks() { cpu_ticks_split "$1" | awk '{print $1 + $2}'; }
 CLK_TCK=$(getconf CLK_TCK)
 
 # Waits until https://127.0.0.1:<port><path> answers; shows the logs and exits otherwise.
