@@ -12,11 +12,14 @@
 //!   Pod decoded into k8s-openapi's types, as a kube-rs webhook reads it;
 //! - `serde_json_value`: the whole review into a `serde_json::Value`.
 //!
-//! Before criterion runs, every reader is checked to find the same uid, namespace and images.
+//! Before anything is timed, every reader is checked to find the same fields.
 //!
 //! ```sh
-//! cargo bench --bench readers
+//! cargo bench --bench readers                  # criterion
+//! bash benches/instructions.sh                 # also instructions per read (callgrind), noise-free
 //! ```
+//!
+//! `BENCH_LOOP=N BENCH_CASE=<reader>` runs one reader N times without criterion, for callgrind.
 
 #[path = "support/json.rs"]
 mod json;
@@ -330,6 +333,28 @@ fn found_by_value(body: &[u8]) -> Found {
     }
 }
 
+/// Reads a body and drops what it read.
+type Read = fn(&[u8]);
+
+/// Each reader as the bench runs it.
+const READERS: [(&str, Read); 5] = [
+    ("pullsecret_injector", |body| {
+        black_box(pullsecret_injector::admission::parse_review(body).expect("review"));
+    }),
+    ("serde_json_view", |body| {
+        black_box(serde_json::from_slice::<ReviewView>(body).expect("review"));
+    }),
+    ("sonic_rs_view", |body| {
+        black_box(sonic_rs::from_slice::<ReviewView>(body).expect("review"));
+    }),
+    ("kube_typed_pod", |body| {
+        black_box(serde_json::from_slice::<AdmissionReview<Pod>>(body).expect("review"));
+    }),
+    ("serde_json_value", |body| {
+        black_box(serde_json::from_slice::<serde_json::Value>(body).expect("review"));
+    }),
+];
+
 fn main() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/admission-reviews/pod-create-direct.json");
@@ -351,6 +376,21 @@ fn main() {
         expected.containers.len()
     );
 
+    if let Some(iterations) = std::env::var("BENCH_LOOP")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let case = std::env::var("BENCH_CASE").unwrap_or_else(|_| READERS[0].0.to_owned());
+        let (_, read) = READERS
+            .iter()
+            .find(|(name, _)| *name == case)
+            .unwrap_or_else(|| panic!("unknown BENCH_CASE {case:?}"));
+        for _ in 0..iterations {
+            read(black_box(&body));
+        }
+        return;
+    }
+
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
@@ -358,21 +398,9 @@ fn main() {
         .configure_from_args();
     let mut group = criterion.benchmark_group("readers");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("pullsecret_injector", |b| {
-        b.iter(|| pullsecret_injector::admission::parse_review(black_box(&body)).expect("review"))
-    });
-    group.bench_function("serde_json_view", |b| {
-        b.iter(|| serde_json::from_slice::<ReviewView>(black_box(&body)).expect("review"))
-    });
-    group.bench_function("sonic_rs_view", |b| {
-        b.iter(|| sonic_rs::from_slice::<ReviewView>(black_box(&body)).expect("review"))
-    });
-    group.bench_function("kube_typed_pod", |b| {
-        b.iter(|| serde_json::from_slice::<AdmissionReview<Pod>>(black_box(&body)).expect("review"))
-    });
-    group.bench_function("serde_json_value", |b| {
-        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).expect("review"))
-    });
+    for (name, read) in READERS {
+        group.bench_function(name, |b| b.iter(|| read(black_box(&body))));
+    }
     group.finish();
     criterion.final_summary();
 }
