@@ -193,22 +193,29 @@ impl<'a> Reader<'a> {
                     std::str::from_utf8_unchecked(text)
                 }));
             }
+            // Past the ASCII run, the rest is scanned as any string is, not from its start again.
+            return self.rest_of_str(start, end);
         }
         self.any_str(expected)
     }
 
-    /// [`Reader::read_str`] for any string: whitespace before it, escapes or bytes above 0x7f in
-    /// it, or not a string at all.
+    /// [`Reader::read_str`] when the next byte is not a quote: whitespace before a string, or not
+    /// a string at all.
     #[inline(never)]
     fn any_str(&mut self, expected: &'static str) -> Result<Cow<'a, str>> {
         if self.peek()? != b'"' {
             return Err(self.invalid_type(expected));
         }
-        // Past the ASCII run, the rest is scanned as any string is, not from its start again.
         let start = self.pos + 1;
-        let end = ascii_run_end(self.bytes, start);
+        self.rest_of_str(start, start)
+    }
+
+    /// The string whose text starts at `start`, scanned on from `from`: escapes or bytes above
+    /// 0x7f in it.
+    #[inline(never)]
+    fn rest_of_str(&mut self, start: usize, from: usize) -> Result<Cow<'a, str>> {
         let offset = self.pos;
-        let (raw, escaped) = self.scan_string_from(start, end)?;
+        let (raw, escaped) = self.scan_string_from(start, from)?;
         decode(raw, escaped, offset)
     }
 
