@@ -209,18 +209,18 @@ impl Client {
 }
 
 /// This process's user and system CPU time in seconds: the client's own share of a busy machine,
-/// so a run can tell what the client spent per request on each server.
-fn process_cpu() -> (f64, f64) {
+/// so a run can tell what the client spent per request on each server. `None` if it cannot be read.
+fn process_cpu() -> Option<(f64, f64)> {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a whole `rusage` into the pointer it is given, which points to one.
     let usage = unsafe {
         if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
-            return (0.0, 0.0);
+            return None;
         }
         usage.assume_init()
     };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (seconds(usage.ru_utime), seconds(usage.ru_stime))
+    Some((seconds(usage.ru_utime), seconds(usage.ru_stime)))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -400,7 +400,7 @@ fn main() -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let (workers, elapsed, (cpu_user_s, cpu_system_s)) = runtime.block_on(async {
+    let (workers, elapsed, client_cpu) = runtime.block_on(async {
         // Connect everything first: the handshakes are not part of the measurement.
         let mut senders = Vec::with_capacity(args.connections);
         for _ in 0..args.connections {
@@ -433,7 +433,9 @@ fn main() -> Result<(), String> {
             workers.push(task.await.map_err(|e| e.to_string())?);
         }
         let cpu_after = process_cpu();
-        let cpu = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+        let cpu = cpu_before
+            .zip(cpu_after)
+            .map(|(before, after)| (after.0 - before.0, after.1 - before.1));
         Ok::<_, String>((workers, start.elapsed(), cpu))
     })?;
 
@@ -476,8 +478,8 @@ fn main() -> Result<(), String> {
             "not_allowed": total.not_allowed,
             "patched": total.patched,
             "rps": rps,
-            "client_cpu_user_s": cpu_user_s,
-            "client_cpu_system_s": cpu_system_s,
+            "client_cpu_user_s": client_cpu.map(|cpu| cpu.0),
+            "client_cpu_system_s": client_cpu.map(|cpu| cpu.1),
             "queued": total.queued,
             "schedule_lag_max_us": total.schedule_lag_max_us,
             "first_error": total.first_error,
