@@ -30,6 +30,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use pullsecret_injector::admission::{self, Outcome};
 use pullsecret_injector::config::Config;
+use pullsecret_injector::image_matches;
 use pullsecret_injector::pull_secret::ReferenceOnly;
 use pullsecret_injector::reference::ImageReference;
 
@@ -365,6 +366,14 @@ fn bench_admission(c: &mut Criterion, inputs: &Inputs, config: &Config) {
         group.throughput(Throughput::Elements(1));
         group.bench_function(name, |b| b.iter(|| review(black_box(body), config)));
     }
+    // The typical case with no image seen before: each review starts with an empty memo of
+    // image matches, as the first review of each new image does.
+    group.bench_function("typical_pod_create_images_unseen", |b| {
+        b.iter(|| {
+            image_matches::forget_on_this_thread();
+            review(black_box(&inputs.typical), config)
+        })
+    });
     // Breakdown of the typical case.
     group.bench_function("typical_parse_review_only", |b| {
         b.iter(|| admission::parse_review(black_box(&inputs.typical)).expect("review"))
@@ -437,8 +446,9 @@ fn bench_reference(c: &mut Criterion, config: &Config) {
 /// instruction counts under `valgrind --tool=callgrind` (see benches/instructions.sh).
 fn plain_loop(iterations: usize, inputs: &Inputs, config: &Config) {
     let case = std::env::var("BENCH_CASE").unwrap_or_else(|_| "typical".into());
+    let forget = case == "typical_images_unseen";
     let body: &[u8] = match case.as_str() {
-        "typical" => &inputs.typical,
+        "typical" | "typical_images_unseen" => &inputs.typical,
         "no_match" => &inputs.no_match,
         "skip_namespace" => &inputs.skip_namespace,
         "skip_label" => &inputs.skip_label,
@@ -448,6 +458,9 @@ fn plain_loop(iterations: usize, inputs: &Inputs, config: &Config) {
         other => panic!("unknown BENCH_CASE {other:?}"),
     };
     for _ in 0..iterations {
+        if forget {
+            image_matches::forget_on_this_thread();
+        }
         black_box(review(black_box(body), config));
     }
 }

@@ -25,7 +25,7 @@ count() { # case iterations [binary]
     sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 printf '%-16s %14s\n' case "instructions/review"
-for c in typical no_match skip_namespace skip_label containers_1 containers_10 containers_100; do
+for c in typical typical_images_unseen no_match skip_namespace skip_label containers_1 containers_10 containers_100; do
   a=$(count "$c" 10)
   b=$(count "$c" 1010)
   printf '%-16s %14d\n' "$c" $(((b - a) / 1000))

@@ -35,6 +35,8 @@ pub struct Config {
     pub opt_out: OptOut,
     pub failure_mode: FailureMode,
     pub provisioning: Provisioning,
+    /// Tells this configuration's remembered image matches from any other's.
+    pub(crate) id: crate::image_matches::ConfigId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,6 +273,7 @@ impl Config {
             opt_out: OptOut::default(),
             failure_mode: FailureMode::default(),
             provisioning: Provisioning::default(),
+            id: crate::image_matches::ConfigId::new(),
         }
     }
 
@@ -469,6 +472,7 @@ impl RawConfig {
             opt_out,
             failure_mode: self.failure_mode,
             provisioning,
+            id: crate::image_matches::ConfigId::new(),
         })
     }
 }

@@ -7,8 +7,9 @@ use std::borrow::Cow;
 use smallvec::SmallVec;
 
 use crate::config::{Config, Registry};
+use crate::image_matches;
 use crate::json_reader::{JsonError, Reader, Seen};
-use crate::reference::{HostPattern, ImageReference, ReferenceError};
+use crate::reference::{HostPattern, ReferenceError};
 
 /// The parts of a Pod the decision reads. Everything else is skipped unread
 /// ([`PodView::read_into`]). Strings without JSON escapes borrow from the request body.
@@ -386,37 +387,39 @@ pub fn decide<'c>(
     };
     for container in lists.into_iter().flatten().flatten() {
         let image = container.image.as_deref().unwrap_or_default();
-        let reference = match ImageReference::parse(image) {
-            Ok(reference) => reference,
-            Err(error) => {
-                decision.invalid_images.push(InvalidImage {
-                    container: container.name.as_deref().unwrap_or_default().to_owned(),
-                    image: image.to_owned(),
-                    error,
-                });
-                continue;
+        image_matches::with_matches(config, image, |found| match found {
+            Err(error) => decision.invalid_images.push(InvalidImage {
+                container: container.name.as_deref().unwrap_or_default().to_owned(),
+                image: image.to_owned(),
+                error,
+            }),
+            Ok(found) => {
+                for &(registry, pattern) in &found.registries {
+                    let Some(registry) = config.registries.get(registry as usize) else {
+                        continue;
+                    };
+                    let Some(pattern) = registry.hosts.get(pattern as usize) else {
+                        continue;
+                    };
+                    if decision
+                        .required
+                        .iter()
+                        .any(|r| std::ptr::eq(r.registry, registry))
+                    {
+                        continue;
+                    }
+                    let already_listed = pod
+                        .listed_pull_secrets()
+                        .any(|name| name == registry.secret_name);
+                    decision.required.push(RequiredSecret {
+                        registry,
+                        image: found.normalized.to_string(),
+                        pattern,
+                        already_listed,
+                    });
+                }
             }
-        };
-        for registry in &config.registries {
-            if decision
-                .required
-                .iter()
-                .any(|r| std::ptr::eq(r.registry, registry))
-            {
-                continue;
-            }
-            if let Some(pattern) = registry.hosts.iter().find(|p| p.matches(&reference)) {
-                let already_listed = pod
-                    .listed_pull_secrets()
-                    .any(|name| name == registry.secret_name);
-                decision.required.push(RequiredSecret {
-                    registry,
-                    image: reference.normalized_name(),
-                    pattern,
-                    already_listed,
-                });
-            }
-        }
+        });
     }
     decision
 }

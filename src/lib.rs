@@ -14,6 +14,7 @@ pub mod decision;
 pub mod devcerts;
 pub mod duration;
 pub mod gcp_auth;
+pub mod image_matches;
 pub mod json_reader;
 pub mod json_writer;
 pub mod k3s;

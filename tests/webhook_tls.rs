@@ -447,17 +447,26 @@ async fn config_reload_applies_valid_configs_and_refuses_invalid_ones() {
         ["gcr-pull"]
     );
 
+    // Another registry, with as many host patterns, now comes first: image matches remembered
+    // under the old config must not be reused (they would name this registry's Secret).
     server.config_dir.update(&[(
         "config.yaml",
-        b"registries:\n- {name: gcp, preset: gcp, secretName: artifact-pull}\n",
+        b"registries:\n\
+          - {name: own, hosts: [registry.example.com, a.example.com, b.example.com, c.example.com], secretName: own-pull}\n\
+          - {name: gcp, preset: gcp, secretName: artifact-pull}\n",
     )]);
     let client = &server.client;
     let reloaded = eventually(Duration::from_secs(10), || async {
         let mut conn = client.connect().await.expect("connect");
-        injected(conn.review(request.clone()).await.json()) == ["artifact-pull"]
+        injected(conn.review(request.clone()).await.json()) != ["gcr-pull"]
     })
     .await;
     assert!(reloaded, "valid new config was not applied");
+    assert_eq!(
+        injected(conn.review(request.clone()).await.json()),
+        ["artifact-pull"],
+        "decided as under the old config"
+    );
 
     server
         .config_dir
