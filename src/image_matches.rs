@@ -8,11 +8,13 @@
 //!   entry is bounded by the reference grammar's own limits.
 //! - Each entry records the [`ConfigId`] it was computed for. A reload makes a new `Config` with a
 //!   new id, so an answer computed under an old configuration is never used under a new one.
-//! - One small table per thread, so no worker writes memory another reads; a full slot is simply
-//!   overwritten.
+//! - One small map per thread, so no worker writes memory another reads. It holds at most
+//!   [`CAPACITY`] images and starts over when full: a cluster's working set is usually far smaller.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use smallvec::SmallVec;
@@ -20,8 +22,9 @@ use smallvec::SmallVec;
 use crate::config::Config;
 use crate::reference::{ImageReference, ReferenceError};
 
-/// Slots per thread. A cluster's working set of images is usually far smaller.
-const SLOTS: usize = 256;
+/// Images remembered per thread, at most. A valid reference is at most a few hundred bytes, so a
+/// full map stays well under a megabyte.
+pub const CAPACITY: usize = 512;
 
 /// Identifies one configuration to the memo. Every `Config` gets its own, and so does a clone
 /// (which may be changed after it is made); two configurations that read the same compare equal
@@ -102,34 +105,28 @@ pub fn with_matches<R>(
     image: &str,
     f: impl FnOnce(Result<&ImageMatches, ReferenceError>) -> R,
 ) -> R {
-    let config_id = config.id.0;
-    let slot = slot(config_id, image.as_bytes());
     MEMO.with(|memo| {
         // Only a call from inside `f` could find the memo borrowed; it then goes without it.
         let Ok(mut memo) = memo.try_borrow_mut() else {
             return f(classify(config, image).as_ref().map_err(Clone::clone));
         };
-        if memo.is_empty() {
-            memo.resize_with(SLOTS, || None);
+        let memo = &mut *memo;
+        if memo.config_id != config.id.0 {
+            memo.images.clear();
+            memo.config_id = config.id.0;
         }
-        let Some(entry) = memo.get_mut(slot) else {
-            return f(classify(config, image).as_ref().map_err(Clone::clone));
-        };
-        match entry {
-            Some(found) if found.config_id == config_id && *found.image == *image => {
-                f(Ok(&found.matches))
-            }
-            _ => match classify(config, image) {
-                Ok(matches) => {
-                    let stored = entry.insert(Entry {
-                        config_id,
-                        image: image.into(),
-                        matches,
-                    });
-                    f(Ok(&stored.matches))
+        if let Some(found) = memo.images.get(image) {
+            return f(Ok(found));
+        }
+        match classify(config, image) {
+            Ok(matches) => {
+                if memo.images.len() >= CAPACITY {
+                    memo.images.clear();
                 }
-                Err(error) => f(Err(error)),
-            },
+                let stored = memo.images.entry(image.into()).or_insert(matches);
+                f(Ok(stored))
+            }
+            Err(error) => f(Err(error)),
         }
     })
 }
@@ -138,38 +135,59 @@ pub fn with_matches<R>(
 pub fn forget_on_this_thread() {
     MEMO.with(|memo| {
         if let Ok(mut memo) = memo.try_borrow_mut() {
-            memo.iter_mut().for_each(|slot| *slot = None);
+            memo.images.clear();
         }
     });
 }
 
-struct Entry {
+/// This thread's remembered images, all for the configuration `config_id`.
+struct Memo {
     config_id: u64,
-    image: Box<str>,
-    matches: ImageMatches,
+    images: HashMap<Box<str>, ImageMatches, BuildHasherDefault<WordHasher>>,
 }
 
 thread_local! {
-    static MEMO: RefCell<Vec<Option<Entry>>> = const { RefCell::new(Vec::new()) };
+    static MEMO: RefCell<Memo> = RefCell::new(Memo {
+        config_id: 0,
+        images: HashMap::default(),
+    });
 }
 
-/// The slot for an image: its length and three 8-byte words of it (start, middle, end), mixed
-/// with the configuration's id. Collisions only cost a recomputation.
-fn slot(config_id: u64, image: &[u8]) -> usize {
-    let len = image.len();
-    let word = |at: usize| {
-        let mut bytes = [0u8; 8];
-        let part = image.get(at..len.min(at + 8)).unwrap_or_default();
-        bytes[..part.len()].copy_from_slice(part);
-        u64::from_le_bytes(bytes)
-    };
-    let mixed = (len as u64)
-        ^ config_id.rotate_left(32)
-        ^ word(0)
-        ^ word(len / 2).rotate_left(21)
-        ^ word(len.saturating_sub(8)).rotate_left(42);
-    // The top bits of a multiplicative hash; SLOTS is a power of two.
-    (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
+/// A multiply-rotate hash over 8-byte words (the scheme of rustc's FxHasher): an image of 60 bytes
+/// takes eight steps, where SipHash would cost about as much as the parse it saves. Not keyed: an
+/// image crafted to collide can only lengthen probes within one thread's [`CAPACITY`] entries.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl WordHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in words.by_ref() {
+            let mut array = [0u8; 8];
+            array.copy_from_slice(word);
+            self.add(u64::from_le_bytes(array));
+        }
+        let rest = words.remainder();
+        let mut array = [0u8; 8];
+        array[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(array) ^ ((rest.len() as u64) << 59));
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn more_images_than_slots_are_all_answered_right() {
+    fn more_images_than_fit_are_all_answered_right() {
         let config = config(TWO_REGISTRIES);
         let image = |i: usize| match i % 3 {
             0 => format!("eu.gcr.io/acme/svc-{i}:1.{i}"),
@@ -254,7 +272,7 @@ mod tests {
             _ => format!("harbor.example.com:8443/t/app@sha256:{i:064x}"),
         };
         for pass in 0..2 {
-            for i in 0..SLOTS * 3 {
+            for i in 0..CAPACITY * 3 {
                 let image = image(i);
                 assert_eq!(
                     remembered(&config, &image),
@@ -275,11 +293,36 @@ mod tests {
     }
 
     #[test]
-    fn slots_stay_in_range() {
-        for len in 0..40 {
-            let image = "x".repeat(len);
-            for id in [0, 1, u64::MAX] {
-                assert!(slot(id, image.as_bytes()) < SLOTS);
+    fn the_memo_stays_bounded() {
+        let config = config(TWO_REGISTRIES);
+        for i in 0..CAPACITY * 2 + 7 {
+            remembered(&config, &format!("eu.gcr.io/acme/svc-{i}:1"));
+            let held = MEMO.with(|memo| memo.borrow().images.len());
+            assert!((1..=CAPACITY).contains(&held), "{held} images after {i}");
+        }
+    }
+
+    #[test]
+    fn texts_that_differ_hash_apart() {
+        let hash = |text: &str| {
+            let mut hasher = WordHasher::default();
+            hasher.write(text.as_bytes());
+            hasher.finish()
+        };
+        // Trailing zero bytes, one more word, a change in the middle: all tell apart.
+        let texts = [
+            "",
+            "\0",
+            "a",
+            "a\0",
+            "abcdefgh",
+            "abcdefgh\0",
+            "abcdefghi",
+            "abcdXfgh",
+        ];
+        for (i, a) in texts.iter().enumerate() {
+            for b in &texts[i + 1..] {
+                assert_ne!(hash(a), hash(b), "{a:?} / {b:?}");
             }
         }
     }

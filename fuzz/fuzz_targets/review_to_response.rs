@@ -7,7 +7,9 @@
 //!   applies (json_patch) to the request's `object`, as the API server would apply it; afterwards
 //!   `spec.imagePullSecrets` is an array;
 //! - the Pod view read by the webhook's own JSON reader holds the same images and pull Secret names
-//!   as serde_json's reading of the same body (when serde_json accepts it).
+//!   as serde_json's reading of the same body (when serde_json accepts it);
+//! - what the per-thread memo answers for each image (`image_matches::with_matches`, filled by all
+//!   the inputs before) is what `image_matches::classify` computes afresh.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -16,6 +18,7 @@ use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use pullsecret_injector::admission::{self, Target};
 use pullsecret_injector::config::Config;
+use pullsecret_injector::image_matches;
 use pullsecret_injector::pull_secret::ReferenceOnly;
 
 /// Several registries so the matcher takes every path: a preset, a port, a path prefix, Docker Hub's
@@ -67,6 +70,20 @@ fuzz_target!(|data: &[u8]| {
             .map(|r| r.name.as_deref().map(str::to_owned))
             .collect();
         assert_eq!(secrets, general("imagePullSecrets", "name"));
+    }
+    let images = review.pod.spec.iter().flat_map(|spec| {
+        [&spec.containers, &spec.init_containers, &spec.ephemeral_containers]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|c| c.image.as_deref())
+    });
+    for image in images {
+        assert_eq!(
+            image_matches::with_matches(config(), image, |found| found.cloned()),
+            image_matches::classify(config(), image),
+            "the remembered matches of {image:?}"
+        );
     }
     let answer = futures::executor::block_on(admission::answer(
         &review,
