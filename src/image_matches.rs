@@ -296,7 +296,7 @@ mod tests {
     fn the_memo_stays_bounded() {
         let config = config(TWO_REGISTRIES);
         for i in 0..CAPACITY * 2 + 7 {
-            remembered(&config, &format!("eu.gcr.io/acme/svc-{i}:1"));
+            assert!(remembered(&config, &format!("eu.gcr.io/acme/svc-{i}:1")).is_ok());
             let held = MEMO.with(|memo| memo.borrow().images.len());
             assert!((1..=CAPACITY).contains(&held), "{held} images after {i}");
         }
