@@ -387,6 +387,7 @@ pub fn decide<'c>(
     };
     for container in lists.into_iter().flatten().flatten() {
         let image = container.image.as_deref().unwrap_or_default();
+        // Pods repeat images: what each one matches is remembered per thread and configuration.
         image_matches::with_matches(config, image, |found| match found {
             Err(error) => decision.invalid_images.push(InvalidImage {
                 container: container.name.as_deref().unwrap_or_default().to_owned(),
