@@ -2,12 +2,14 @@
 //!
 //! Pods repeat their images: every replica of a Deployment, every run of a Job. Parsing a
 //! reference and testing it against every host pattern is about a fifth of a typical review's pure
-//! path; a remembered answer costs a hash of three words and one comparison of the image text.
+//! path; a remembered answer costs a hash of the image text and one comparison.
 //!
-//! - Only valid references are remembered (an invalid one is parsed again, for its error), so an
-//!   entry is bounded by the reference grammar's own limits.
-//! - Each entry records the [`ConfigId`] it was computed for. A reload makes a new `Config` with a
-//!   new id, so an answer computed under an old configuration is never used under a new one.
+//! - Only valid references of at most [`MAX_IMAGE_LEN`] bytes are remembered. An invalid one is
+//!   parsed again, for its error; so is a longer one (the grammar bounds the name and the tag, not a
+//!   digest of another algorithm than sha256), so that no Pod can make the memo hold megabytes.
+//! - The map holds answers for one [`ConfigId`] and is emptied when a review comes with another. A
+//!   reload makes a new `Config` with a new id, so an answer computed under an old configuration is
+//!   never used under a new one.
 //! - One small map per thread, so no worker writes memory another reads. It holds at most
 //!   [`CAPACITY`] images and starts over when full: a cluster's working set is usually far smaller.
 
@@ -22,9 +24,13 @@ use smallvec::SmallVec;
 use crate::config::Config;
 use crate::reference::{ImageReference, ReferenceError};
 
-/// Images remembered per thread, at most. A valid reference is at most a few hundred bytes, so a
-/// full map stays well under a megabyte.
+/// Images remembered per thread, at most. With [`MAX_IMAGE_LEN`], a full map stays under a
+/// megabyte.
 pub const CAPACITY: usize = 512;
+
+/// The longest image text remembered: a 255-byte name with a 128-byte tag and a sha512 digest
+/// fits.
+pub const MAX_IMAGE_LEN: usize = 640;
 
 /// Identifies one configuration to the memo. Every `Config` gets its own, and so does a clone
 /// (which may be changed after it is made); two configurations that read the same compare equal
@@ -119,13 +125,14 @@ pub fn with_matches<R>(
             return f(Ok(found));
         }
         match classify(config, image) {
-            Ok(matches) => {
+            Ok(matches) if image.len() <= MAX_IMAGE_LEN => {
                 if memo.images.len() >= CAPACITY {
                     memo.images.clear();
                 }
                 let stored = memo.images.entry(image.into()).or_insert(matches);
                 f(Ok(stored))
             }
+            Ok(matches) => f(Ok(&matches)),
             Err(error) => f(Err(error)),
         }
     })
@@ -300,6 +307,21 @@ mod tests {
             let held = MEMO.with(|memo| memo.borrow().images.len());
             assert!((1..=CAPACITY).contains(&held), "{held} images after {i}");
         }
+    }
+
+    #[test]
+    fn a_long_valid_image_is_answered_but_not_remembered() {
+        let config = config(TWO_REGISTRIES);
+        forget_on_this_thread();
+        // Valid: distribution bounds no digest but sha256's.
+        let long = format!("eu.gcr.io/acme/api@sha512:{}", "a".repeat(100_000));
+        assert_eq!(remembered(&config, &long), classify(&config, &long));
+        assert_eq!(
+            remembered(&config, &long).expect("valid").registries.len(),
+            2
+        );
+        let held = MEMO.with(|memo| memo.borrow().images.len());
+        assert_eq!(held, 0, "a {} byte image was kept", long.len());
     }
 
     #[test]
