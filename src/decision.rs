@@ -396,10 +396,10 @@ pub fn decide<'c>(
             }),
             Ok(found) => {
                 for &(registry, pattern) in &found.registries {
-                    let Some(registry) = config.registries.get(registry as usize) else {
+                    let Some(registry) = config.registries.get(registry) else {
                         continue;
                     };
-                    let Some(pattern) = registry.hosts.get(pattern as usize) else {
+                    let Some(pattern) = registry.hosts.get(pattern) else {
                         continue;
                     };
                     if decision

@@ -75,7 +75,7 @@ impl fmt::Debug for ConfigId {
 pub struct ImageMatches {
     /// (index in `config.registries`, index of its first matching host pattern), in registry
     /// order; empty when no registry serves the image.
-    pub registries: SmallVec<[(u32, u32); 2]>,
+    pub registries: SmallVec<[(usize, usize); 2]>,
     /// The image's normalized name ("docker.io/library/nginx", no tag or digest); empty when nothing matches,
     /// as it is then never shown.
     pub normalized: Box<str>,
@@ -84,13 +84,13 @@ pub struct ImageMatches {
 /// [`ImageMatches`] computed afresh: the reference parsed and tested against every registry.
 pub fn classify(config: &Config, image: &str) -> Result<ImageMatches, ReferenceError> {
     let reference = ImageReference::parse(image)?;
-    let registries: SmallVec<[(u32, u32); 2]> = config
+    let registries: SmallVec<[(usize, usize); 2]> = config
         .registries
         .iter()
         .enumerate()
         .filter_map(|(registry, r)| {
             let pattern = r.hosts.iter().position(|p| p.matches(&reference))?;
-            Some((u32::try_from(registry).ok()?, u32::try_from(pattern).ok()?))
+            Some((registry, pattern))
         })
         .collect();
     let normalized = if registries.is_empty() {
