@@ -3,11 +3,13 @@
 //! anything else is allowed unchanged. Malformed input is an [`AdmissionError`] (an HTTP 4xx), never a panic.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use smallvec::SmallVec;
 
+use crate::answer_tails;
 use crate::config::{Config, FailureMode};
 use crate::decision::{ContainerSet, Decision, PodView, Skip, decide};
 use crate::json_reader::{JsonError, Reader, Seen};
@@ -305,11 +307,44 @@ pub struct Answer<'c> {
     pub outcome: Outcome,
     /// Registry names whose Secret was injected.
     pub injected: SmallVec<[&'c str; 2]>,
-    pub warnings: Warnings,
+    pub warnings: AnswerWarnings,
 }
 
-/// The warnings of one answer: rarely more than one or two, kept inline.
+/// The warnings of one answer while it is made: rarely more than one or two, kept inline.
 pub type Warnings = SmallVec<[String; 2]>;
+
+/// The warnings an answer carries: none, or a list a remembered answer shares
+/// ([`crate::answer_tails`]).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AnswerWarnings(Option<Arc<[String]>>);
+
+impl AnswerWarnings {
+    fn from_list(list: Warnings) -> Self {
+        if list.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(list.into_iter().collect()))
+        }
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for AnswerWarnings {
+    type Target = [String];
+
+    fn deref(&self) -> &[String] {
+        self.as_slice()
+    }
+}
+
+impl std::fmt::Debug for AnswerWarnings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
 
 /// Why a review is refused (`response.status`).
 #[derive(Debug)]
@@ -414,16 +449,10 @@ pub async fn answer<'c>(
         // imagePullSecrets is immutable after creation: never patch an update.
         return finish(review, Outcome::Unchanged, None, warnings, None);
     }
-    for required in decision.to_add() {
-        push_warning(
-            &mut warnings,
-            added_warning(
-                &required.registry.secret_name,
-                required.pattern.as_str(),
-                &required.image,
-            ),
-        );
+    if warnings.is_empty() && decision.changes_pod() {
+        return patched(review, &decision);
     }
+    push_added_warnings(&mut warnings, &decision);
     let outcome = if decision.changes_pod() {
         Outcome::Patched
     } else {
@@ -459,8 +488,66 @@ fn finish<'c>(
         body: response_json(&review.uid, status.as_ref(), patch.as_deref(), &warnings),
         outcome,
         injected,
+        warnings: AnswerWarnings::from_list(warnings),
+    }
+}
+
+/// The answer of a patch with no other warnings than those of the Secrets it adds. What follows the
+/// uid is remembered per thread ([`crate::answer_tails`]): replicas of one Deployment share it.
+fn patched<'c>(review: &Review<'_>, decision: &Decision<'c>) -> Answer<'c> {
+    let (body, warnings) = answer_tails::with_tail(
+        |key| write_tail_key(key, decision),
+        || patched_tail(decision),
+        |tail| {
+            let mut body = response_head(&review.uid, tail.text.len());
+            body.extend_from_slice(&tail.text);
+            (body, AnswerWarnings(Some(Arc::clone(&tail.warnings))))
+        },
+    );
+    Answer {
+        body,
+        outcome: Outcome::Patched,
+        injected: decision
+            .to_add()
+            .map(|required| required.registry.name.as_str())
+            .collect(),
         warnings,
     }
+}
+
+/// The key of [`patched_tail`]'s text: every input it reads, and nothing else.
+fn write_tail_key(key: &mut Vec<u8>, decision: &Decision<'_>) {
+    key.push(u8::from(decision.field_absent));
+    for required in decision.to_add() {
+        answer_tails::push_key_part(key, &required.registry.secret_name);
+        answer_tails::push_key_part(key, required.pattern.as_str());
+        answer_tails::push_key_part(key, &required.image);
+    }
+}
+
+/// What follows the uid in [`patched`]'s answer: as [`answer`] writes it when the only warnings are
+/// those of the added Secrets.
+fn patched_tail(decision: &Decision<'_>) -> answer_tails::Tail {
+    let mut warnings = Warnings::new();
+    push_added_warnings(&mut warnings, decision);
+    let patch = decision.patch_json();
+    let mut text = Vec::new();
+    response_tail(&mut text, None, patch.as_deref(), &warnings);
+    answer_tails::Tail {
+        text: text.into_boxed_slice(),
+        warnings: warnings.into_iter().collect(),
+    }
+}
+
+const RESPONSE_HEAD: &[u8] =
+    br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#;
+
+/// The response up to and including the uid, with room for `rest` more bytes.
+fn response_head(uid: &str, rest: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RESPONSE_HEAD.len() + uid.len() + 2 + rest);
+    out.extend_from_slice(RESPONSE_HEAD);
+    crate::json_writer::string(&mut out, uid);
+    out
 }
 
 /// The AdmissionReview response: `uid` echoed, `allowed` unless there is a `status`, the patch
@@ -471,14 +558,23 @@ fn response_json(
     patch: Option<&[u8]>,
     warnings: &[String],
 ) -> Vec<u8> {
-    use crate::json_writer::{string, string_array};
     let warnings_len: usize = warnings.iter().map(|w| w.len() + 4).sum();
     let patch_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
-    let mut out = Vec::with_capacity(160 + uid.len() + patch_len + warnings_len);
-    out.extend_from_slice(
-        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
-    );
-    string(&mut out, uid);
+    // The fixed fields after the uid fit in the margin, unless there is a status.
+    let mut out = response_head(uid, 85 + patch_len + warnings_len);
+    response_tail(&mut out, status, patch, warnings);
+    out
+}
+
+/// [`response_json`] after the uid.
+fn response_tail(
+    out: &mut Vec<u8>,
+    status: Option<&Status>,
+    patch: Option<&[u8]>,
+    warnings: &[String],
+) {
+    use crate::json_writer::{string, string_array};
+    let patch_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
     out.extend_from_slice(if status.is_none() {
         br#","allowed":true"#.as_slice()
     } else {
@@ -488,7 +584,7 @@ fn response_json(
         out.extend_from_slice(br#","status":{"code":"#);
         out.extend_from_slice(status.code.to_string().as_bytes());
         out.extend_from_slice(br#","message":"#);
-        string(&mut out, &status.message);
+        string(out, &status.message);
         out.push(b'}');
     }
     if let Some(patch) = patch {
@@ -503,10 +599,9 @@ fn response_json(
     }
     if !warnings.is_empty() {
         out.extend_from_slice(br#","warnings":"#);
-        string_array(&mut out, warnings);
+        string_array(out, warnings);
     }
     out.extend_from_slice(b"}}");
-    out
 }
 
 fn push_warning(warnings: &mut Warnings, mut message: String) {
@@ -540,6 +635,20 @@ fn push_warning(warnings: &mut Warnings, mut message: String) {
     text.push_str(&message[..cut]);
     text.push_str("...");
     warnings.push(text);
+}
+
+/// A warning for each Secret `decision` adds.
+fn push_added_warnings(warnings: &mut Warnings, decision: &Decision<'_>) {
+    for required in decision.to_add() {
+        push_warning(
+            warnings,
+            added_warning(
+                &required.registry.secret_name,
+                required.pattern.as_str(),
+                &required.image,
+            ),
+        );
+    }
 }
 
 /// `added imagePullSecret {secret:?} (host pattern {pattern:?}) for image {image}`, built
@@ -987,5 +1096,154 @@ mod tests {
                 [format!("{WARNING_PREFIX}{}...", "x".repeat(96))]
             );
         }
+    }
+
+    /// The answer built step by step, as [`answer`] builds any other: the oracle for the remembered
+    /// one ([`patched`]).
+    fn built_afresh<'c>(review: &Review<'_>, config: &'c Config) -> Answer<'c> {
+        let decision = decide(
+            config,
+            &review.namespace,
+            &review.pod,
+            ContainerSet::PodCreate,
+        );
+        let mut warnings = Warnings::new();
+        push_added_warnings(&mut warnings, &decision);
+        finish(review, Outcome::Patched, Some(&decision), warnings, None)
+    }
+
+    #[tokio::test]
+    async fn a_remembered_answer_is_the_one_built_afresh() {
+        let config = Config::from_yaml_str(
+            "registries:\n\
+             - {name: gcp, preset: gcp, secretName: gcr-pull}\n\
+             - {name: harbor, hosts: ['harbor.example.com:8443', 'eu.gcr.io'], secretName: harbor-pull}\n\
+             - {name: long, hosts: ['long.example.com'], secretName: long-pull}\n",
+        )
+        .expect("config");
+        // Twelve Secrets with long names for one image: an answer too large for the memo to keep.
+        let many = (0..12)
+            .map(|i| {
+                format!(
+                    "- {{name: r{i}, hosts: [long.example.com], secretName: long-{i}.{x}.{x}}}\n",
+                    x = "x".repeat(60)
+                )
+            })
+            .collect::<String>();
+        let many = Config::from_yaml_str(&format!("registries:\n{many}")).expect("config");
+        // Another configuration with the same Secret names but other patterns for the same images.
+        let other = Config::from_yaml_str(
+            "registries:\n\
+             - {name: gcp, hosts: ['gcr.io', 'eu.gcr.io'], secretName: gcr-pull}\n\
+             - {name: harbor, hosts: ['harbor.example.com:8443'], secretName: harbor-pull}\n\
+             - {name: long, hosts: ['long.example.com'], secretName: long-pull}\n",
+        )
+        .expect("config");
+        let long_image = format!("long.example.com/{}/app:1", "a".repeat(200));
+        let pod = |images: &[&str], listed: Option<serde_json::Value>| {
+            let containers: Vec<_> = images
+                .iter()
+                .enumerate()
+                .map(|(i, image)| serde_json::json!({"name": format!("c{i}"), "image": image}))
+                .collect();
+            let mut pod =
+                serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": containers}});
+            if let Some(listed) = listed {
+                pod["spec"]["imagePullSecrets"] = listed;
+            }
+            pod
+        };
+        let pods = [
+            ("field absent", pod(&["gcr.io/p/a:1"], None)),
+            // The same Secret and pattern as the first: only the image in the warning differs.
+            ("another image, same Secret", pod(&["gcr.io/p/b:1"], None)),
+            (
+                "field null",
+                pod(&["gcr.io/p/a:1"], Some(serde_json::Value::Null)),
+            ),
+            (
+                "appended",
+                pod(
+                    &["gcr.io/p/a:1"],
+                    Some(serde_json::json!([{"name": "mine"}])),
+                ),
+            ),
+            ("two registries, one image", pod(&["eu.gcr.io/p/a:1"], None)),
+            (
+                "one already listed",
+                pod(
+                    &["eu.gcr.io/p/a:1"],
+                    Some(serde_json::json!([{"name": "gcr-pull"}])),
+                ),
+            ),
+            // The same Secret for the same image under both: only the host pattern differs.
+            (
+                "the other listed",
+                pod(
+                    &["eu.gcr.io/p/a:1"],
+                    Some(serde_json::json!([{"name": "harbor-pull"}])),
+                ),
+            ),
+            (
+                "another image",
+                pod(&["gcr.io/p/b:1", "harbor.example.com:8443/t/c"], None),
+            ),
+            ("a long image", pod(&[&long_image], None)),
+        ];
+        let mut patched_answers = 0;
+        // Not emptied between configurations: the key alone must tell their answers apart.
+        answer_tails::forget_on_this_thread();
+        for config in [&config, &other, &many] {
+            for round in 0..3 {
+                for (name, pod) in &pods {
+                    for uid in ["u-1", "u-2", "uid \"quoted\""] {
+                        let mut body = review_json("CREATE", "pods", None, pod.clone());
+                        let mut request: serde_json::Value =
+                            serde_json::from_slice(&body).expect("json");
+                        request["request"]["uid"] = uid.into();
+                        body = serde_json::to_vec(&request).expect("json");
+                        let review = parse_review(&body).expect("parse");
+                        let got = answer(&review, config, &ReferenceOnly, None).await;
+                        let want = built_afresh(&review, config);
+                        let case = format!("round {round}, {name}, uid {uid:?}");
+                        if want.injected.is_empty() {
+                            // No registry of this configuration serves the image.
+                            assert_eq!(got.outcome, Outcome::Unchanged, "{case}");
+                            continue;
+                        }
+                        assert_eq!(got.outcome, Outcome::Patched, "{case}");
+                        assert_eq!(
+                            String::from_utf8_lossy(&got.body),
+                            String::from_utf8_lossy(&want.body),
+                            "{case}"
+                        );
+                        assert_eq!(got.warnings, want.warnings, "{case}");
+                        assert_eq!(got.injected, want.injected, "{case}");
+                        let response: serde_json::Value =
+                            serde_json::from_slice(&got.body).expect("json");
+                        assert_eq!(response["response"]["uid"], uid, "{case}");
+                        patched_answers += 1;
+                    }
+                }
+            }
+        }
+        // Every Pod is patched under the first configuration; under the second, all but the one
+        // that lists the only Secret its image needs; under the third, the long image alone, whose
+        // answer is too large to keep.
+        assert_eq!(patched_answers, (9 + 8 + 1) * 3 * 3);
+        let mut key = Vec::new();
+        let review_body = review_json("CREATE", "pods", None, pod(&[&long_image], None));
+        let review = parse_review(&review_body).expect("parse");
+        let decision = decide(
+            &many,
+            &review.namespace,
+            &review.pod,
+            ContainerSet::PodCreate,
+        );
+        write_tail_key(&mut key, &decision);
+        assert!(
+            key.len() + patched_tail(&decision).text.len() > answer_tails::MAX_ENTRY_BYTES,
+            "the long case is kept"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! (images, existing pull Secrets, the opt-out label/annotation), so a large Pod costs little.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
@@ -287,7 +288,7 @@ pub enum Skip {
 pub struct RequiredSecret<'c> {
     pub registry: &'c Registry,
     /// The first image (in container order) that made it required, and the pattern it matched.
-    pub image: String,
+    pub image: Arc<str>,
     pub pattern: &'c HostPattern,
     /// Whether `spec.imagePullSecrets` already lists it (then no patch is needed for it).
     pub already_listed: bool,
@@ -414,7 +415,7 @@ pub fn decide<'c>(
                         .any(|name| name == registry.secret_name);
                     decision.required.push(RequiredSecret {
                         registry,
-                        image: found.normalized.to_string(),
+                        image: found.normalized.clone(),
                         pattern,
                         already_listed,
                     });
@@ -753,7 +754,7 @@ mod tests {
         let required = &decision.required[0];
         assert_eq!(required.registry.name, "gcp");
         assert_eq!(required.pattern.as_str(), "*.gcr.io");
-        assert_eq!(required.image, "eu.gcr.io/p/app");
+        assert_eq!(&*required.image, "eu.gcr.io/p/app");
         assert!(required.already_listed);
         assert!(!decision.changes_pod());
     }

@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use smallvec::SmallVec;
@@ -77,8 +78,8 @@ pub struct ImageMatches {
     /// order; empty when no registry serves the image.
     pub registries: SmallVec<[(usize, usize); 2]>,
     /// The image's normalized name ("docker.io/library/nginx", no tag or digest); empty when nothing matches,
-    /// as it is then never shown.
-    pub normalized: Box<str>,
+    /// as it is then never shown. Shared: each Secret it makes required holds it.
+    pub normalized: Arc<str>,
 }
 
 /// [`ImageMatches`] computed afresh: the reference parsed and tested against every registry.
@@ -94,9 +95,9 @@ pub fn classify(config: &Config, image: &str) -> Result<ImageMatches, ReferenceE
         })
         .collect();
     let normalized = if registries.is_empty() {
-        Box::default()
+        Arc::default()
     } else {
-        reference.normalized_name().into_boxed_str()
+        Arc::from(reference.normalized_name())
     };
     Ok(ImageMatches {
         registries,
@@ -150,7 +151,7 @@ pub fn forget_on_this_thread() {
 /// This thread's remembered images, all for the configuration `config_id`.
 struct Memo {
     config_id: u64,
-    images: HashMap<Box<str>, ImageMatches, BuildHasherDefault<WordHasher>>,
+    images: HashMap<Box<str>, ImageMatches, WordHasherBuilder>,
 }
 
 thread_local! {
@@ -164,7 +165,10 @@ thread_local! {
 /// takes eight steps, where SipHash would cost about as much as the parse it saves. Not keyed: an
 /// image crafted to collide can only lengthen probes within one thread's [`CAPACITY`] entries.
 #[derive(Default)]
-struct WordHasher(u64);
+pub(crate) struct WordHasher(u64);
+
+/// Makes [`WordHasher`]s for a `HashMap`.
+pub(crate) type WordHasherBuilder = BuildHasherDefault<WordHasher>;
 
 impl WordHasher {
     const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;

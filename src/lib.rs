@@ -6,6 +6,7 @@
 //! `tls`, `reload`, `app`, `pull_secret` implementations) wrap it.
 
 pub mod admission;
+pub mod answer_tails;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -94,7 +94,7 @@ pub async fn preview(
     Ok(Preview {
         patch,
         mutated_pod,
-        warnings: answer.warnings.into_vec(),
+        warnings: answer.warnings.to_vec(),
         outcome: answer.outcome,
     })
 }

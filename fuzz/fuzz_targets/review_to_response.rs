@@ -9,7 +9,9 @@
 //! - the Pod view read by the webhook's own JSON reader holds the same images and pull Secret names
 //!   as serde_json's reading of the same body (when serde_json accepts it);
 //! - what the per-thread memo answers for each image (`image_matches::with_matches`, filled by all
-//!   the inputs before) is what `image_matches::classify` computes afresh.
+//!   the inputs before) is what `image_matches::classify` computes afresh;
+//! - the answer, whose end may come from the per-thread memo of patched answers
+//!   (`answer_tails`, filled by all the inputs before), is the answer made without that memo.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -17,6 +19,7 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use pullsecret_injector::admission::{self, Target};
+use pullsecret_injector::answer_tails;
 use pullsecret_injector::config::Config;
 use pullsecret_injector::image_matches;
 use pullsecret_injector::pull_secret::ReferenceOnly;
@@ -91,6 +94,20 @@ fuzz_target!(|data: &[u8]| {
         &ReferenceOnly,
         None,
     ));
+    let afresh = answer_tails::without_memo(|| {
+        futures::executor::block_on(admission::answer(
+            &review,
+            config(),
+            &ReferenceOnly,
+            None,
+        ))
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&answer.body),
+        String::from_utf8_lossy(&afresh.body),
+        "the remembered answer is the one made afresh"
+    );
+    assert_eq!(answer.warnings, afresh.warnings);
     let response: serde_json::Value =
         serde_json::from_slice(&answer.body).expect("the answer is JSON");
     assert_eq!(response["apiVersion"], admission::API_VERSION);
