@@ -40,13 +40,20 @@ pub fn with_tail<R>(
     use_tail: impl FnOnce(&Tail) -> R,
 ) -> R {
     MEMO.with(|memo| {
-        // Only a call from inside `build` or `use_tail` could find the memo borrowed.
+        // A call from inside `build` or `use_tail`, or under `without_memo`, finds the memo
+        // borrowed and goes without it.
         let Ok(mut memo) = memo.try_borrow_mut() else {
             return use_tail(&build());
         };
         let Memo { key, tails } = &mut *memo;
         key.clear();
         write_key(key);
+        if key.len() > MAX_ENTRY_BYTES {
+            // No entry has so long a key, and the buffer is not kept at the size of the longest
+            // request's key (images are not bounded in length).
+            *key = Vec::new();
+            return use_tail(&build());
+        }
         if let Some(tail) = tails.get(key.as_slice()) {
             return use_tail(tail);
         }
@@ -164,6 +171,26 @@ mod tests {
         assert!(looked_up(&["big"], &long).1, "a large entry was kept");
         let held = MEMO.with(|memo| memo.borrow().tails.len());
         assert_eq!(held, 0);
+    }
+
+    #[test]
+    fn a_long_key_is_answered_and_its_buffer_not_kept() {
+        forget_on_this_thread();
+        let long = "k".repeat(100_000);
+        assert_eq!(looked_up(&[&long], "t"), (tail("t", &["t"]), true));
+        assert!(
+            looked_up(&[&long], "t").1,
+            "an entry with a long key was kept"
+        );
+        let (held, buffer) = MEMO.with(|memo| {
+            let memo = memo.borrow();
+            (memo.tails.len(), memo.key.capacity())
+        });
+        assert_eq!(held, 0);
+        assert!(
+            buffer <= MAX_ENTRY_BYTES,
+            "a key buffer of {buffer} bytes was kept"
+        );
     }
 
     #[test]
