@@ -13,10 +13,9 @@
 //!   [`CAPACITY`] entries and starts over when full.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::image_matches::WordHasherBuilder;
+use foldhash::HashMap;
 
 /// Entries kept per thread, at most. With [`MAX_ENTRY_BYTES`] and at most ten warnings of 120
 /// characters each, a full map stays under a megabyte.
@@ -96,7 +95,7 @@ pub fn forget_on_this_thread() {
 struct Memo {
     /// The key being looked up, kept to write the next one without an allocation.
     key: Vec<u8>,
-    tails: HashMap<Box<[u8]>, Tail, WordHasherBuilder>,
+    tails: HashMap<Box<[u8]>, Tail>,
 }
 
 thread_local! {

@@ -14,12 +14,11 @@
 //!   [`CAPACITY`] images and starts over when full: a cluster's working set is usually far smaller.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use foldhash::HashMap;
 use smallvec::SmallVec;
 
 use crate::config::Config;
@@ -151,7 +150,7 @@ pub fn forget_on_this_thread() {
 /// This thread's remembered images, all for the configuration `config_id`.
 struct Memo {
     config_id: u64,
-    images: HashMap<Box<str>, ImageMatches, WordHasherBuilder>,
+    images: HashMap<Box<str>, ImageMatches>,
 }
 
 thread_local! {
@@ -159,46 +158,6 @@ thread_local! {
         config_id: 0,
         images: HashMap::default(),
     });
-}
-
-/// A multiply-rotate hash over 8-byte words (the scheme of rustc's FxHasher): an image of 60 bytes
-/// takes eight steps, where SipHash would cost about as much as the parse it saves. Not keyed: an
-/// image crafted to collide can only lengthen probes within one thread's [`CAPACITY`] entries.
-#[derive(Default)]
-pub(crate) struct WordHasher(u64);
-
-/// Makes [`WordHasher`]s for a `HashMap`.
-pub(crate) type WordHasherBuilder = BuildHasherDefault<WordHasher>;
-
-impl WordHasher {
-    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
-    }
-}
-
-impl Hasher for WordHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in words.by_ref() {
-            let mut array = [0u8; 8];
-            array.copy_from_slice(word);
-            self.add(u64::from_le_bytes(array));
-        }
-        let rest = words.remainder();
-        let mut array = [0u8; 8];
-        array[..rest.len()].copy_from_slice(rest);
-        self.add(u64::from_le_bytes(array) ^ ((rest.len() as u64) << 59));
-    }
-
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 #[cfg(test)]
@@ -326,30 +285,5 @@ mod tests {
         );
         let held = MEMO.with(|memo| memo.borrow().images.len());
         assert_eq!(held, 0, "a {} byte image was kept", long.len());
-    }
-
-    #[test]
-    fn texts_that_differ_hash_apart() {
-        let hash = |text: &str| {
-            let mut hasher = WordHasher::default();
-            hasher.write(text.as_bytes());
-            hasher.finish()
-        };
-        // Trailing zero bytes, one more word, a change in the middle: all tell apart.
-        let texts = [
-            "",
-            "\0",
-            "a",
-            "a\0",
-            "abcdefgh",
-            "abcdefgh\0",
-            "abcdefghi",
-            "abcdXfgh",
-        ];
-        for (i, a) in texts.iter().enumerate() {
-            for b in &texts[i + 1..] {
-                assert_ne!(hash(a), hash(b), "{a:?} / {b:?}");
-            }
-        }
     }
 }
