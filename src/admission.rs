@@ -479,11 +479,7 @@ fn finish<'c>(
     status: Option<Status>,
 ) -> Answer<'c> {
     let patch = decision.and_then(Decision::patch_json);
-    let injected = decision
-        .into_iter()
-        .flat_map(Decision::to_add)
-        .map(|required| required.registry.name.as_str())
-        .collect();
+    let injected = decision.into_iter().flat_map(injected_registries).collect();
     Answer {
         body: response_json(&review.uid, status.as_ref(), patch.as_deref(), &warnings),
         outcome,
@@ -507,12 +503,16 @@ fn patched<'c>(review: &Review<'_>, decision: &Decision<'c>) -> Answer<'c> {
     Answer {
         body,
         outcome: Outcome::Patched,
-        injected: decision
-            .to_add()
-            .map(|required| required.registry.name.as_str())
-            .collect(),
+        injected: injected_registries(decision).collect(),
         warnings,
     }
+}
+
+/// The names of the registries whose Secret `decision` adds.
+fn injected_registries<'d, 'c>(decision: &'d Decision<'c>) -> impl Iterator<Item = &'c str> + 'd {
+    decision
+        .to_add()
+        .map(|required| required.registry.name.as_str())
 }
 
 /// The key of [`patched_tail`]'s text: every input it reads, and nothing else.
