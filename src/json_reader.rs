@@ -14,6 +14,10 @@
 //!   it wrote itself, and what this webhook decides never depends on a value it skips. A body
 //!   that is cut short is always refused.
 //!
+//! The keys and strings that are read are found through a window of stop-byte masks over the next
+//! 64 bytes, kept from one scan to the next: a key, its value and the next key are usually in the
+//! same window.
+//!
 //! UTF-8 is checked in every string that is read; a skipped string and a value kept as raw text
 //! (annotation values) are not, as serde_json does not check the strings it skips.
 //!
@@ -96,11 +100,78 @@ impl<'a> Key<'a> {
 pub struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    window: StopWindow,
+}
+
+/// The stop bytes of 64 bytes of the text, kept from one scan to the next: the keys and values of
+/// the objects that are read are short, and several follow each other within 64 bytes.
+#[derive(Clone, Copy)]
+struct StopWindow {
+    start: usize,
+    /// Quotes, backslashes and control characters (bit i: byte `start + i`).
+    stops: u64,
+    /// Bytes above 0x7f.
+    high: u64,
+}
+
+impl StopWindow {
+    /// Covers no position: a text is at most `isize::MAX` bytes long, so every offset from this
+    /// start wraps to 2^63 or more.
+    const EMPTY: Self = Self {
+        start: usize::MAX / 2 + 1,
+        stops: 0,
+        high: 0,
+    };
 }
 
 impl<'a> Reader<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
+        Self {
+            bytes,
+            pos: 0,
+            window: StopWindow::EMPTY,
+        }
+    }
+
+    /// [`stop_run_end`] through the window: where the window already covers `at`, a shift and a
+    /// count of trailing zeros, with no load of the text on the way from one scan to the next.
+    #[inline(always)]
+    fn run_end<const NON_ASCII: bool>(&mut self, at: usize) -> usize {
+        let offset = at.wrapping_sub(self.window.start);
+        if offset < 64 {
+            let mut stops = self.window.stops;
+            if NON_ASCII {
+                stops |= self.window.high;
+            }
+            let stops = stops >> offset;
+            if stops != 0 {
+                return at + stops.trailing_zeros() as usize;
+            }
+            if self.window.start + 64 >= self.bytes.len() {
+                return self.bytes.len();
+            }
+        }
+        self.refill_run_end::<NON_ASCII>(at)
+    }
+
+    /// [`Reader::run_end`] past the window: the window moves to `at`, then on by 64 bytes until
+    /// it holds a stop byte or the text ends.
+    #[inline(never)]
+    fn refill_run_end<const NON_ASCII: bool>(&mut self, mut at: usize) -> usize {
+        loop {
+            if at >= self.bytes.len() {
+                return self.bytes.len();
+            }
+            self.window = window_at(self.bytes, at);
+            let mut stops = self.window.stops;
+            if NON_ASCII {
+                stops |= self.window.high;
+            }
+            if stops != 0 {
+                return at + stops.trailing_zeros() as usize;
+            }
+            at += 64;
+        }
     }
 
     /// Where the reader is, to come back to with [`Reader::set_position`].
@@ -184,7 +255,7 @@ impl<'a> Reader<'a> {
             // Nearly every string the API server sends is ASCII without escapes: told by the scan
             // that finds its end, with no second pass to check its UTF-8.
             let start = self.pos + 1;
-            let end = ascii_run_end(self.bytes, start);
+            let end = self.run_end::<true>(start);
             if self.bytes.get(end) == Some(&b'"') {
                 self.pos = end + 1;
                 let text = &self.bytes[start..end];
@@ -300,7 +371,22 @@ impl<'a> Reader<'a> {
 
     /// Skips one value of any kind and returns its text; how much of it is checked is in the
     /// module docs.
+    #[inline(always)]
     pub fn skip_value(&mut self) -> Result<&'a [u8]> {
+        // Most skipped values are short strings without escapes: found here without a call.
+        let start = self.pos;
+        if self.bytes.get(start) == Some(&b'"') {
+            let end = self.run_end::<false>(start + 1);
+            if self.bytes.get(end) == Some(&b'"') {
+                self.pos = end + 1;
+                return Ok(&self.bytes[start..end + 1]);
+            }
+        }
+        self.skip_any_value()
+    }
+
+    #[inline(never)]
+    fn skip_any_value(&mut self) -> Result<&'a [u8]> {
         let start = whitespace_end(self.bytes, self.pos);
         self.pos = start;
         match skipped_value_end(self.bytes, start) {
@@ -378,7 +464,7 @@ impl<'a> Reader<'a> {
         // Compact JSON and a key without escapes, as the API server writes nearly every key.
         let start = self.pos + 1;
         if self.bytes.get(self.pos) == Some(&b'"') {
-            let end = plain_run_end(self.bytes, start);
+            let end = self.run_end::<false>(start);
             if self.bytes.get(end..end + 2) == Some(b"\":") {
                 let offset = self.pos;
                 self.pos = end + 2;
@@ -687,7 +773,7 @@ unsafe fn container_end_with<K: MaskKernel>(bytes: &[u8], at: usize) -> Option<u
         }
         // No backslash outside strings; the strings themselves as `strings_are_valid` says.
         if block.masks.backslash & !string & in_value != 0
-            || !block.strings_are_valid(bytes, string & in_value)
+            || !block.strings_are_valid::<K>(bytes, string & in_value)
         {
             return None;
         }
@@ -758,10 +844,11 @@ impl Block {
     /// The bytes of `string` (a mask of this block's string bytes) hold no raw control character
     /// and only valid escapes.
     #[inline(always)]
-    fn strings_are_valid(&self, bytes: &[u8], string: u64) -> bool {
+    fn strings_are_valid<K: MaskKernel>(&self, bytes: &[u8], string: u64) -> bool {
         self.masks.control & string == 0
             && (self.escaped & string == 0
-                || escapes_are_valid(bytes, self.start, self.escaped & string))
+                // SAFETY: a `Block` is only made where the CPU has the features `K` needs.
+                || unsafe { K::escapes_are_valid(bytes, self.start, self.escaped & string) })
     }
 }
 
@@ -817,6 +904,15 @@ trait MaskKernel {
     #[inline(always)]
     unsafe fn prefix_xor(bits: u64) -> u64 {
         prefix_xor(bits)
+    }
+
+    /// [`escapes_are_valid`].
+    ///
+    /// # Safety
+    /// The CPU has the features this kernel needs.
+    #[inline(always)]
+    unsafe fn escapes_are_valid(bytes: &[u8], start: usize, escaped: u64) -> bool {
+        escapes_are_valid(bytes, start, escaped)
     }
 }
 
@@ -921,6 +1017,37 @@ impl MaskKernel for Avx512 {
         // SAFETY: passed on from the caller.
         unsafe { carryless_prefix_xor(bits) }
     }
+
+    #[inline(always)]
+    unsafe fn escapes_are_valid(bytes: &[u8], start: usize, escaped: u64) -> bool {
+        // SAFETY: passed on from the caller.
+        unsafe { avx512_escapes_are_valid(bytes, start, escaped) }
+    }
+}
+
+/// [`escapes_are_valid`] for a whole block at once: the text that JSON embeds in annotations and
+/// managedFields keys has an escaped quote every few bytes, one loop turn each. Only `\u`, which
+/// needs its four hex digits looked at, is left to the loop.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn avx512_escapes_are_valid(bytes: &[u8], start: usize, escaped: u64) -> bool {
+    use std::arch::x86_64::{_mm512_cmpeq_epi8_mask, _mm512_maskz_loadu_epi8, _mm512_set1_epi8};
+    let rest = bytes.len().saturating_sub(start);
+    let present = if rest >= 64 {
+        u64::MAX
+    } else {
+        (1 << rest) - 1
+    };
+    // SAFETY: only the `present` bytes, all within `bytes`, are read (a masked load touches no
+    // other byte).
+    let v = unsafe { _mm512_maskz_loadu_epi8(present, bytes.as_ptr().wrapping_add(start).cast()) };
+    let is = |byte: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(byte as i8));
+    let simple =
+        is(b'"') | is(b'\\') | is(b'/') | is(b'b') | is(b'f') | is(b'n') | is(b'r') | is(b't');
+    // An escaped byte past the end is left as the loop leaves it: the string is cut short.
+    let others = escaped & present & !simple;
+    others == 0 || escapes_are_valid(bytes, start, others)
 }
 
 /// [`prefix_xor`] in one carry-less multiplication by all ones: bit i of the product is the XOR
@@ -1070,7 +1197,7 @@ unsafe fn escaped_string_end_with<K: MaskKernel>(bytes: &[u8], at: usize) -> Opt
             0 => u64::MAX,
             quotes => (1 << quotes.trailing_zeros()) - 1,
         };
-        if !block.strings_are_valid(bytes, in_string) {
+        if !block.strings_are_valid::<K>(bytes, in_string) {
             return None;
         }
         if block.quotes != 0 {
@@ -1133,10 +1260,66 @@ pub(crate) fn plain_run_end(bytes: &[u8], at: usize) -> usize {
 }
 
 /// [`plain_run_end`] that also stops at the first byte that is not ASCII: a run that then ends at
-/// a quote is a string that needs no UTF-8 check.
+/// a quote is a string that needs no UTF-8 check. The reader finds it through its window
+/// ([`Reader::run_end`]); the tests compare the two.
+#[cfg(test)]
 #[inline(always)]
 fn ascii_run_end(bytes: &[u8], at: usize) -> usize {
     stop_run_end::<true>(bytes, at)
+}
+
+/// The stop masks of the 64 bytes from `at` (bytes past the end set no bit).
+#[inline(always)]
+fn window_at(bytes: &[u8], at: usize) -> StopWindow {
+    let mut padded = [b' '; 64];
+    let block: &[u8; 64] = match bytes.get(at..at + 64).and_then(|b| b.try_into().ok()) {
+        Some(block) => block,
+        None => {
+            let rest = bytes.get(at..).unwrap_or_default();
+            padded[..rest.len()].copy_from_slice(rest);
+            &padded
+        }
+    };
+    let (stops, high) = block_stops(block);
+    StopWindow {
+        start: at,
+        stops,
+        high,
+    }
+}
+
+/// One bit per byte of `block` for its quotes, backslashes and control characters, and one for its
+/// bytes above 0x7f. SSE2, as for [`stop_run_end`]: a window is filled every few keys, and a call
+/// into an AVX-512 function for it cost more than it saved.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn block_stops(block: &[u8; 64]) -> (u64, u64) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8};
+    let (mut stops, mut high) = (0, 0);
+    for (i, chunk) in block.chunks_exact(16).enumerate() {
+        // SAFETY: SSE2 is part of the x86-64 baseline; `chunk` has 16 readable bytes and loadu
+        // has no alignment requirement.
+        let (chunk_stops, chunk_high) = unsafe {
+            (
+                sse2_stops::<false>(chunk.as_ptr()),
+                _mm_movemask_epi8(_mm_loadu_si128(chunk.as_ptr().cast::<__m128i>())) as u16,
+            )
+        };
+        stops |= u64::from(chunk_stops) << (16 * i);
+        high |= u64::from(chunk_high) << (16 * i);
+    }
+    (stops, high)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn block_stops(block: &[u8; 64]) -> (u64, u64) {
+    let masks = masks_byte_by_byte(block);
+    let mut high = 0;
+    for (i, &b) in block.iter().enumerate() {
+        high |= u64::from(b >> 7) << i;
+    }
+    (masks.quote | masks.backslash | masks.control, high)
 }
 
 /// The index of the first `"`, `\` or control character (or, with `NON_ASCII`, byte above 0x7f)
@@ -1744,6 +1927,98 @@ mod tests {
             assert_eq!(plain_run_end(&clean, 0), len);
             assert_eq!(stop_run_end_portable::<false>(&clean, 0), len);
         }
+    }
+
+    /// The reader's window answers every scan as a fresh scan would, whatever position the
+    /// previous scan left it at: forwards, backwards, across 64-byte windows and the text's end.
+    #[test]
+    fn the_window_finds_what_a_fresh_scan_finds_from_any_previous_position() {
+        let alphabet = b"aaaaaaaZ09 -:,{}[]\"\\\x00\x1f\x7f\x80\xc3\xff";
+        let mut state = 0x6c07_8965_0f1a_2b3d_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        for len in (0..140).chain([255, 256, 257, 1000]) {
+            let text: Vec<u8> = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
+            let mut orders: Vec<Vec<usize>> = vec![(0..=len).collect(), (0..=len).rev().collect()];
+            orders.push((0..4 * len + 4).map(|_| next(len + 1)).collect());
+            for order in orders {
+                let mut reader = Reader::new(&text);
+                for &at in &order {
+                    assert_eq!(
+                        reader.run_end::<false>(at),
+                        stop_run_end_portable::<false>(&text, at),
+                        "plain from {at} in {text:?}"
+                    );
+                    assert_eq!(
+                        reader.run_end::<true>(at),
+                        stop_run_end_portable::<true>(&text, at),
+                        "ASCII from {at} in {text:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 check of a block's escapes refuses exactly what the byte loop refuses, for any
+    /// set of escaped positions, also past the end of the text.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_vector_escape_check_agrees_with_the_byte_loop() {
+        if !avx512_available() {
+            return;
+        }
+        let alphabet = b"\"\\/bfnrtuUaxz019AFfG \x00\xff";
+        let mut state = 0x1234_5678_9abc_def1_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut refused, mut accepted) = (0, 0);
+        for round in 0..20_000 {
+            let len = (next() % 140) as usize;
+            let mut text: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            // Some `\u` escapes with four hex digits, valid or one digit off.
+            if len > 8 && round % 3 == 0 {
+                let at = (next() % (len as u64 - 5)) as usize;
+                text[at..at + 5].copy_from_slice(if round % 2 == 0 { b"u00e9" } else { b"u0g9a" });
+            }
+            let start = if len == 0 {
+                0
+            } else {
+                (next() % len as u64) as usize
+            };
+            // Sparse escaped positions, as in real text, and dense ones; some past the end.
+            let escaped = match round % 3 {
+                0 => next() & next() & next(),
+                1 => next(),
+                _ => 1 << (next() % 64),
+            };
+            let slow = escapes_are_valid(&text, start, escaped);
+            // SAFETY: the CPU has AVX-512F and AVX-512BW.
+            let fast = unsafe { avx512_escapes_are_valid(&text, start, escaped) };
+            assert_eq!(
+                fast, slow,
+                "escaped {escaped:#066b} from {start} in {text:?}"
+            );
+            if slow {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        // Both answers were exercised.
+        assert!(
+            refused > 1_000 && accepted > 1_000,
+            "{refused} refused, {accepted} accepted"
+        );
     }
 
     #[test]
