@@ -115,6 +115,16 @@ struct StopWindow {
 }
 
 impl StopWindow {
+    /// The stop bytes of the window; with `NON_ASCII`, the bytes above 0x7f too.
+    #[inline(always)]
+    fn stops<const NON_ASCII: bool>(&self) -> u64 {
+        if NON_ASCII {
+            self.stops | self.high
+        } else {
+            self.stops
+        }
+    }
+
     /// Covers no position: a text is at most `isize::MAX` bytes long, so every offset from this
     /// start wraps to 2^63 or more.
     const EMPTY: Self = Self {
@@ -139,11 +149,7 @@ impl<'a> Reader<'a> {
     fn run_end<const NON_ASCII: bool>(&mut self, at: usize) -> usize {
         let offset = at.wrapping_sub(self.window.start);
         if offset < 64 {
-            let mut stops = self.window.stops;
-            if NON_ASCII {
-                stops |= self.window.high;
-            }
-            let stops = stops >> offset;
+            let stops = self.window.stops::<NON_ASCII>() >> offset;
             if stops != 0 {
                 return at + stops.trailing_zeros() as usize;
             }
@@ -163,10 +169,7 @@ impl<'a> Reader<'a> {
                 return self.bytes.len();
             }
             self.window = window_at(self.bytes, at);
-            let mut stops = self.window.stops;
-            if NON_ASCII {
-                stops |= self.window.high;
-            }
+            let stops = self.window.stops::<NON_ASCII>();
             if stops != 0 {
                 return at + stops.trailing_zeros() as usize;
             }
@@ -376,13 +379,27 @@ impl<'a> Reader<'a> {
         // Most skipped values are short strings without escapes: found here without a call.
         let start = self.pos;
         if self.bytes.get(start) == Some(&b'"') {
-            let end = self.run_end::<false>(start + 1);
-            if self.bytes.get(end) == Some(&b'"') {
-                self.pos = end + 1;
-                return Ok(&self.bytes[start..end + 1]);
+            let stop = self.run_end::<false>(start + 1);
+            if self.bytes.get(stop) == Some(&b'"') {
+                self.pos = stop + 1;
+                return Ok(&self.bytes[start..=stop]);
             }
+            return self.skip_rest_of_string(start, stop);
         }
         self.skip_any_value()
+    }
+
+    /// [`Reader::skip_value`] for the string at `start` whose first escape or control character
+    /// is at `stop`: scanned on from there, not from its start again.
+    #[inline(never)]
+    fn skip_rest_of_string(&mut self, start: usize, stop: usize) -> Result<&'a [u8]> {
+        match escaped_string_end(self.bytes, stop) {
+            Some(end) => {
+                self.pos = end;
+                Ok(&self.bytes[start..end])
+            }
+            None => self.skip_value_explained(),
+        }
     }
 
     #[inline(never)]
@@ -1256,31 +1273,21 @@ fn literal_end(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
 /// The index of the first `"`, `\` or control character at or after `at` (or the end).
 #[inline(always)]
 pub(crate) fn plain_run_end(bytes: &[u8], at: usize) -> usize {
-    stop_run_end::<false>(bytes, at)
-}
-
-/// [`plain_run_end`] that also stops at the first byte that is not ASCII: a run that then ends at
-/// a quote is a string that needs no UTF-8 check. The reader finds it through its window
-/// ([`Reader::run_end`]); the tests compare the two.
-#[cfg(test)]
-#[inline(always)]
-fn ascii_run_end(bytes: &[u8], at: usize) -> usize {
-    stop_run_end::<true>(bytes, at)
+    stop_run_end(bytes, at)
 }
 
 /// The stop masks of the 64 bytes from `at` (bytes past the end set no bit).
 #[inline(always)]
 fn window_at(bytes: &[u8], at: usize) -> StopWindow {
-    let mut padded = [b' '; 64];
-    let block: &[u8; 64] = match bytes.get(at..at + 64).and_then(|b| b.try_into().ok()) {
-        Some(block) => block,
+    let (stops, high) = match bytes.get(at..at + 64).and_then(|b| b.try_into().ok()) {
+        Some(block) => block_stops(block),
         None => {
+            let mut padded = [b' '; 64];
             let rest = bytes.get(at..).unwrap_or_default();
             padded[..rest.len()].copy_from_slice(rest);
-            &padded
+            block_stops(&padded)
         }
     };
-    let (stops, high) = block_stops(block);
     StopWindow {
         start: at,
         stops,
@@ -1301,7 +1308,7 @@ fn block_stops(block: &[u8; 64]) -> (u64, u64) {
         // has no alignment requirement.
         let (chunk_stops, chunk_high) = unsafe {
             (
-                sse2_stops::<false>(chunk.as_ptr()),
+                sse2_stops(chunk.as_ptr()),
                 _mm_movemask_epi8(_mm_loadu_si128(chunk.as_ptr().cast::<__m128i>())) as u16,
             )
         };
@@ -1322,31 +1329,31 @@ fn block_stops(block: &[u8; 64]) -> (u64, u64) {
     (masks.quote | masks.backslash | masks.control, high)
 }
 
-/// The index of the first `"`, `\` or control character (or, with `NON_ASCII`, byte above 0x7f)
-/// at or after `at`, or the end. Sixteen bytes at a time with SSE2 (part of every x86-64 CPU);
-/// most strings of a review end within the first sixteen bytes.
+/// The index of the first `"`, `\` or control character at or after `at`, or the end. Sixteen
+/// bytes at a time with SSE2 (part of every x86-64 CPU); most strings of a review end within the
+/// first sixteen bytes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn stop_run_end<const NON_ASCII: bool>(bytes: &[u8], mut at: usize) -> usize {
+fn stop_run_end(bytes: &[u8], mut at: usize) -> usize {
     while let Some(chunk) = bytes.get(at..at + 16) {
         // SAFETY: `chunk` has 16 readable bytes.
-        let stops = unsafe { sse2_stops::<NON_ASCII>(chunk.as_ptr()) };
+        let stops = unsafe { sse2_stops(chunk.as_ptr()) };
         if stops != 0 {
             return at + stops.trailing_zeros() as usize;
         }
         at += 16;
     }
-    stop_run_end_portable::<NON_ASCII>(bytes, at)
+    stop_run_end_portable::<false>(bytes, at)
 }
 
-/// One bit per byte of the 16 bytes at `chunk` that is a quote, a backslash or a control character
-/// (or, with `NON_ASCII`, above 0x7f).
+/// One bit per byte of the 16 bytes at `chunk` that is a quote, a backslash or a control
+/// character.
 ///
 /// # Safety
 /// 16 bytes from `chunk` on are readable.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn sse2_stops<const NON_ASCII: bool>(chunk: *const u8) -> u32 {
+unsafe fn sse2_stops(chunk: *const u8) -> u32 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
@@ -1360,23 +1367,20 @@ unsafe fn sse2_stops<const NON_ASCII: bool>(chunk: *const u8) -> u32 {
         // b <= 0x1f exactly when max(b, 0x1f) == 0x1f (unsigned).
         let low = _mm_set1_epi8(0x1f);
         let control = _mm_cmpeq_epi8(_mm_max_epu8(block, low), low);
-        let mut stops = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control));
-        if NON_ASCII {
-            // The top bit of every byte.
-            stops |= _mm_movemask_epi8(block);
-        }
         // movemask sets only the low 16 bits.
-        stops as u32
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn stop_run_end<const NON_ASCII: bool>(bytes: &[u8], at: usize) -> usize {
-    stop_run_end_portable::<NON_ASCII>(bytes, at)
+fn stop_run_end(bytes: &[u8], at: usize) -> usize {
+    stop_run_end_portable::<false>(bytes, at)
 }
 
-/// Eight bytes at a time: the lowest flagged byte of each word test is always a true match.
+/// [`stop_run_end`] (with `NON_ASCII`, also stopping at bytes above 0x7f) eight bytes at a time:
+/// the lowest flagged byte of each word test is always a true match. The scan elsewhere than on
+/// x86-64, and the reference the tests hold the others to.
 fn stop_run_end_portable<const NON_ASCII: bool>(bytes: &[u8], mut at: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -2035,7 +2039,7 @@ mod tests {
                         text[stop_at + 1] = 0xa2;
                     }
                     assert_eq!(
-                        ascii_run_end(&text, 0),
+                        Reader::new(&text).run_end::<true>(0),
                         stop_at,
                         "len {len}, stop {stop:#x} at {stop_at}"
                     );
