@@ -858,12 +858,7 @@ async fn slowloris_headers_are_cut_off_after_the_header_read_timeout() {
         .expect("write");
     let started = Instant::now();
     let read = read_until_closed(&mut tls, BOUND).await;
-    let bytes = read.expect("connection still open 30 s after partial headers");
-    let text = String::from_utf8_lossy(&bytes);
-    assert!(
-        text.is_empty() || text.starts_with("HTTP/1.1 408"),
-        "{text}"
-    );
+    let text = closed_unanswered_or_408(read, "after partial headers");
     println!(
         "partial headers: closed after {:?} (header-read timeout {HEADER_READ_TIMEOUT:?}), answer {text:?}",
         started.elapsed()
@@ -988,6 +983,99 @@ async fn a_served_connection_lives_between_requests_and_closes_after_the_idle_ti
     assert!(
         closed.is_some_and(|rest| rest.is_empty()),
         "closed with nothing more sent"
+    );
+}
+
+/// What a connection closed for slow headers sent before it closed: nothing, or a 408.
+fn closed_unanswered_or_408(read: Option<Vec<u8>>, when: &str) -> String {
+    let bytes = read.unwrap_or_else(|| panic!("connection still open {BOUND:?} {when}"));
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{when}: {text}"
+    );
+    text
+}
+
+/// A slow-loris client that keeps sending a byte of its headers every 100 ms is still cut off once
+/// the header-read timeout has passed since the connection opened: bytes coming in do not restart
+/// the clock, only a request whose headers are complete does.
+#[tokio::test]
+async fn headers_trickled_a_byte_at_a_time_are_cut_off_after_the_header_read_timeout() {
+    let _serial = SERIAL.lock().await;
+    let server = start(None, short_timeouts()).await;
+    let tls = server.client.tls_stream(&[b"http/1.1"]).await.expect("tls");
+    let started = Instant::now();
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let trickle = tokio::spawn(async move {
+        let headers = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nX-Padding: ";
+        let mut sent = 0usize;
+        for byte in headers.iter().chain(std::iter::repeat(&b'a')) {
+            if writer.write_all(&[*byte]).await.is_err() || writer.flush().await.is_err() {
+                break;
+            }
+            sent += 1;
+            if started.elapsed() > BOUND {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        sent
+    });
+    let read = read_until_closed(&mut reader, BOUND).await;
+    let closed_after = started.elapsed();
+    let sent = trickle.await.expect("trickle task");
+    closed_unanswered_or_408(read, "into trickled headers");
+    assert!(
+        closed_after >= HEADER_READ_TIMEOUT.mul_f32(0.9),
+        "closed after {closed_after:?}, before the header-read timeout of {HEADER_READ_TIMEOUT:?}"
+    );
+    assert!(sent >= 3, "only {sent} bytes went out before the close");
+    println!("trickled headers: {sent} bytes, closed after {closed_after:?}");
+    assert_still_serving(&server, "trickled headers").await;
+}
+
+/// The header-read timeout, which closes an idle HTTP/1.1 connection, does not apply to HTTP/2
+/// (negotiated by ALPN): an HTTP/2 connection idle for longer than it but shorter than the idle
+/// timeout still serves its next request, while an HTTP/1.1 connection idle as long is closed.
+#[tokio::test]
+async fn an_idle_http2_connection_outlives_the_header_read_timeout_and_http1_does_not() {
+    let _serial = SERIAL.lock().await;
+    let server = start(
+        None,
+        ServerOptions {
+            idle_timeout: BOUND,
+            ..short_timeouts()
+        },
+    )
+    .await;
+    let mut h1 = server.client.connect().await.expect("connect");
+    let mut h2 = server.client.connect_h2().await.expect("connect h2");
+    assert_eq!(h2.alpn.as_deref(), Some(&b"h2"[..]));
+    let first_h1 = h1
+        .review(fixture("pod-create-direct.json"))
+        .await
+        .status
+        .as_u16();
+    let first_h2 = h2
+        .review(fixture("pod-create-direct.json"))
+        .await
+        .status
+        .as_u16();
+    assert_eq!(
+        (first_h1, first_h2),
+        (200, 200),
+        "first reviews (HTTP/1.1, HTTP/2)"
+    );
+    tokio::time::sleep(HEADER_READ_TIMEOUT * 3).await;
+    assert_eq!(
+        h2.review(fixture("pod-create-direct.json")).await.status,
+        200,
+        "the idle HTTP/2 connection still serves"
+    );
+    assert!(
+        h1.send("GET", "/healthz", None, Vec::new()).await.is_err(),
+        "the HTTP/1.1 connection idle for three header-read timeouts is closed"
     );
 }
 
