@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -67,6 +67,14 @@ pub struct AppState {
     pub body_read_timeout: Duration,
 }
 
+/// The body of every answer on the TLS port: a review's answer as it is, anything else as axum made
+/// it. Boxing the review's answer into axum's `Body`, as the probes' are, would allocate for every
+/// review.
+pub type AnswerBody = Either<Full<Bytes>, Body>;
+
+/// An answer on the TLS port.
+pub type Answer = hyper::Response<AnswerBody>;
+
 /// What the TLS port serves: `POST /mutate` straight on hyper, everything else (probes, metrics,
 /// 404s) through the probe router. The review path skips the router's per-request work (route
 /// lookup, service clones, extractors), which costs as much as a small handler.
@@ -86,15 +94,17 @@ impl WebhookService {
         }
     }
 
-    async fn handle(&self, request: hyper::Request<Incoming>) -> Response {
+    async fn handle(&self, request: hyper::Request<Incoming>) -> Answer {
         if request.uri().path() != "/mutate" {
             return match self.probes.clone().oneshot(request.map(Body::new)).await {
-                Ok(response) => response,
+                Ok(response) => response.map(Either::Right),
                 Err(never) => match never {},
             };
         }
         if request.method() != Method::POST {
-            return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
+            return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")])
+                .into_response()
+                .map(Either::Right);
         }
         mutate(&self.state, self.max_body_bytes, request).await
     }
@@ -131,7 +141,7 @@ async fn mutate(
     state: &AppState,
     max_body_bytes: usize,
     request: hyper::Request<Incoming>,
-) -> Response {
+) -> Answer {
     let reject = |status: StatusCode, message: String| {
         state.metrics.request("rejected");
         tracing::warn!(status = status.as_u16(), %message, "admission request rejected");
@@ -141,6 +151,7 @@ async fn mutate(
             message + "\n",
         )
             .into_response()
+            .map(Either::Right)
     };
     if !is_json(request.headers()) {
         let got = request
@@ -215,7 +226,7 @@ async fn mutate(
     }
     // A static header value: the generic `(status, headers, body)` form copies and checks the
     // text into a new value on every answer.
-    let mut response = Response::new(Body::from(answer.body));
+    let mut response = hyper::Response::new(Either::Left(Full::new(Bytes::from(answer.body))));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
@@ -233,21 +244,56 @@ enum BodyError {
 /// headers (most do) is read without arming a timer.
 async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
     use std::future::Future as _;
-    let collect = Limited::new(body, limit).collect();
+    let collect = collect_body(body, limit);
     tokio::pin!(collect);
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(collect.as_mut().poll(cx))).await;
-    let collected = match first {
+    match first {
         std::task::Poll::Ready(result) => result,
         std::task::Poll::Pending => match tokio::time::timeout(timeout, collect).await {
             Ok(result) => result,
-            Err(_) => return Err(BodyError::TimedOut),
+            Err(_) => Err(BodyError::TimedOut),
         },
-    };
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(BodyError::TooLarge),
-        Err(error) => Err(BodyError::Broken(error.to_string())),
     }
+}
+
+/// The body's bytes, refused once they pass `limit` (or at once, when its declared length does).
+/// A body that arrives as one chunk, as a review sent with its headers does, is that chunk: no
+/// list of chunks and no copy, as `BodyExt::collect` would make.
+async fn collect_body<B>(mut body: B, limit: usize) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(BodyError::TooLarge);
+    }
+    let mut first = Bytes::new();
+    let mut joined: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| BodyError::Broken(error.to_string()))?;
+        // Trailers carry nothing a review needs.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if first.len() + joined.len() + data.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if first.is_empty() && joined.is_empty() {
+            first = data;
+        } else {
+            if joined.is_empty() {
+                joined.reserve(first.len() + data.len());
+                joined.extend_from_slice(&first);
+                first = Bytes::new();
+            }
+            joined.extend_from_slice(&data);
+        }
+    }
+    Ok(if joined.is_empty() {
+        first
+    } else {
+        Bytes::from(joined)
+    })
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -524,9 +570,9 @@ fn activity_tracking(
     connection: Arc<ConnectionService>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
-    Response = Response,
+    Response = Answer,
     Error = std::convert::Infallible,
-    Future = impl std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send,
+    Future = impl std::future::Future<Output = Result<Answer, std::convert::Infallible>> + Send,
 > + Clone {
     let service = move |request: hyper::Request<Incoming>| {
         let in_flight = InFlight::begin(connection.activity.clone());
@@ -684,6 +730,164 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleGuard<IO> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body from its frames: data chunks, trailers, or an error.
+    enum TestFrame {
+        Data(&'static [u8]),
+        Trailers,
+        Error,
+    }
+
+    fn test_body(
+        frames: &[TestFrame],
+        declared: Option<u64>,
+    ) -> impl hyper::body::Body<Data = Bytes, Error = String> + Unpin + use<> {
+        let frames: Vec<Result<hyper::body::Frame<Bytes>, String>> = frames
+            .iter()
+            .map(|frame| match frame {
+                TestFrame::Data(bytes) => Ok(hyper::body::Frame::data(Bytes::from_static(bytes))),
+                TestFrame::Trailers => Ok(hyper::body::Frame::trailers(HeaderMap::new())),
+                TestFrame::Error => Err("connection reset".to_owned()),
+            })
+            .collect();
+        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        DeclaredLength { body, declared }
+    }
+
+    /// A body that says how long it is, as hyper's does from `Content-Length`.
+    struct DeclaredLength<B> {
+        body: B,
+        declared: Option<u64>,
+    }
+
+    impl<B: hyper::body::Body + Unpin> hyper::body::Body for DeclaredLength<B> {
+        type Data = B::Data;
+        type Error = B::Error;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+            std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        }
+        fn size_hint(&self) -> hyper::body::SizeHint {
+            self.declared
+                .map(hyper::body::SizeHint::with_exact)
+                .unwrap_or_default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_is_collected_whole_within_its_limit() {
+        use TestFrame::{Data, Error, Trailers};
+        const LIMIT: usize = 8;
+        // Name, frames, declared length, the body or what went wrong.
+        type Case = (
+            &'static str,
+            &'static [TestFrame],
+            Option<u64>,
+            Result<&'static [u8], &'static str>,
+        );
+        let cases: &[Case] = &[
+            ("no frames", &[], Some(0), Ok(b"")),
+            ("one chunk", &[Data(b"review")], Some(6), Ok(b"review")),
+            (
+                "one chunk at the limit",
+                &[Data(b"12345678")],
+                Some(8),
+                Ok(b"12345678"),
+            ),
+            (
+                "two chunks",
+                &[Data(b"rev"), Data(b"iew")],
+                Some(6),
+                Ok(b"review"),
+            ),
+            (
+                "three chunks, no length",
+                &[Data(b"a"), Data(b"b"), Data(b"c")],
+                None,
+                Ok(b"abc"),
+            ),
+            (
+                "an empty first chunk",
+                &[Data(b""), Data(b"ab")],
+                None,
+                Ok(b"ab"),
+            ),
+            (
+                "an empty chunk between",
+                &[Data(b"a"), Data(b""), Data(b"b")],
+                None,
+                Ok(b"ab"),
+            ),
+            (
+                "trailers after the data",
+                &[Data(b"ab"), Trailers],
+                None,
+                Ok(b"ab"),
+            ),
+            (
+                "chunks up to the limit",
+                &[Data(b"1234"), Data(b"5678")],
+                None,
+                Ok(b"12345678"),
+            ),
+            (
+                "three chunks up to the limit",
+                &[Data(b"123"), Data(b"456"), Data(b"78")],
+                None,
+                Ok(b"12345678"),
+            ),
+            (
+                "one byte over, in one chunk",
+                &[Data(b"123456789")],
+                None,
+                Err("too large"),
+            ),
+            (
+                "one byte over, across chunks",
+                &[Data(b"1234"), Data(b"56789")],
+                None,
+                Err("too large"),
+            ),
+            (
+                "declared over the limit",
+                &[Data(b"ab")],
+                Some(9),
+                Err("too large"),
+            ),
+            (
+                "an error after a chunk",
+                &[Data(b"ab"), Error],
+                None,
+                Err("broken"),
+            ),
+            ("an error first", &[Error], None, Err("broken")),
+        ];
+        for (name, frames, declared, expected) in cases {
+            let got = match collect_body(test_body(frames, *declared), LIMIT).await {
+                Ok(bytes) => Ok(bytes),
+                Err(BodyError::TooLarge) => Err("too large"),
+                Err(BodyError::TimedOut) => Err("timed out"),
+                Err(BodyError::Broken(message)) => {
+                    assert_eq!(message, "connection reset", "{name}");
+                    Err("broken")
+                }
+            };
+            assert_eq!(got.as_deref(), expected.as_deref(), "{name}");
+        }
+    }
+
+    /// A body of one chunk is that chunk, not a copy of it.
+    #[tokio::test]
+    async fn a_body_of_one_chunk_is_not_copied() {
+        static REVIEW: &[u8] = b"{\"kind\":\"AdmissionReview\"}";
+        let bytes = collect_body(test_body(&[TestFrame::Data(REVIEW)], None), 1024)
+            .await
+            .unwrap_or_else(|_| panic!("collected"));
+        assert_eq!(bytes.as_ptr(), REVIEW.as_ptr());
+        assert_eq!(&bytes[..], REVIEW);
+    }
 
     #[test]
     fn json_content_types_are_recognised_with_or_without_parameters() {
