@@ -7,10 +7,11 @@
 //! Whatever the webhook costs beyond this is its own work (routing, parsing, deciding, answering,
 //! metrics, logging).
 //!
-//! One difference is the webhook's own: it reads the socket through `read_ahead::ReadAhead`, one
-//! system call per request where rustls alone makes two for a 4–8 KiB review. The baseline stays
-//! the stock stack; `--read-ahead` gives it the same read path, to measure what the handler alone
-//! costs.
+//! Two differences are the webhook's own. It reads the socket through `read_ahead::ReadAhead`, one
+//! system call per request where rustls alone makes two for a 4–8 KiB review; `--read-ahead` gives
+//! the baseline the same read path, to measure what the handler alone costs. And its connections
+//! keep the HTTP/1.1 header-read timeout themselves (`server::serve_tls`), where hyper arms a timer
+//! for every request. The baseline stays the stock stack.
 //!
 //! ```sh
 //! cargo run --release --example noop_webhook -- --tls-dir certs/dev --listen 127.0.0.1:9443
