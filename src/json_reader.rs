@@ -143,7 +143,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// [`stop_run_end`] through the window: where the window already covers `at`, a shift and a
+    /// [`plain_run_end`] through the window: where the window already covers `at`, a shift and a
     /// count of trailing zeros, with no load of the text on the way from one scan to the next.
     #[inline(always)]
     fn run_end<const NON_ASCII: bool>(&mut self, at: usize) -> usize {
@@ -1270,12 +1270,6 @@ fn literal_end(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
     (bytes.get(at..end)? == word).then_some(end)
 }
 
-/// The index of the first `"`, `\` or control character at or after `at` (or the end).
-#[inline(always)]
-pub(crate) fn plain_run_end(bytes: &[u8], at: usize) -> usize {
-    stop_run_end(bytes, at)
-}
-
 /// The stop masks of the 64 bytes from `at` (bytes past the end set no bit).
 #[inline(always)]
 fn window_at(bytes: &[u8], at: usize) -> StopWindow {
@@ -1296,7 +1290,7 @@ fn window_at(bytes: &[u8], at: usize) -> StopWindow {
 }
 
 /// One bit per byte of `block` for its quotes, backslashes and control characters, and one for its
-/// bytes above 0x7f. SSE2, as for [`stop_run_end`]: a window is filled every few keys, and a call
+/// bytes above 0x7f. SSE2, as for [`plain_run_end`]: a window is filled every few keys, and a call
 /// into an AVX-512 function for it cost more than it saved.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
@@ -1334,7 +1328,7 @@ fn block_stops(block: &[u8; 64]) -> (u64, u64) {
 /// first sixteen bytes.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn stop_run_end(bytes: &[u8], mut at: usize) -> usize {
+pub(crate) fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
     while let Some(chunk) = bytes.get(at..at + 16) {
         // SAFETY: `chunk` has 16 readable bytes.
         let stops = unsafe { sse2_stops(chunk.as_ptr()) };
@@ -1374,11 +1368,11 @@ unsafe fn sse2_stops(chunk: *const u8) -> u32 {
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn stop_run_end(bytes: &[u8], at: usize) -> usize {
+pub(crate) fn plain_run_end(bytes: &[u8], at: usize) -> usize {
     stop_run_end_portable::<false>(bytes, at)
 }
 
-/// [`stop_run_end`] (with `NON_ASCII`, also stopping at bytes above 0x7f) eight bytes at a time:
+/// [`plain_run_end`] (with `NON_ASCII`, also stopping at bytes above 0x7f) eight bytes at a time:
 /// the lowest flagged byte of each word test is always a true match. The scan elsewhere than on
 /// x86-64, and the reference the tests hold the others to.
 fn stop_run_end_portable<const NON_ASCII: bool>(bytes: &[u8], mut at: usize) -> usize {
@@ -1546,6 +1540,7 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     /// One value and nothing after it, skipped as the hot path skips it.
     fn skip_all(text: &[u8]) -> Result<()> {
@@ -1938,13 +1933,8 @@ mod tests {
     #[test]
     fn the_window_finds_what_a_fresh_scan_finds_from_any_previous_position() {
         let alphabet = b"aaaaaaaZ09 -:,{}[]\"\\\x00\x1f\x7f\x80\xc3\xff";
-        let mut state = 0x6c07_8965_0f1a_2b3d_u64;
-        let mut next = |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
+        let mut rng = Rng(0x6c07_8965_0f1a_2b3d);
+        let mut next = |bound: usize| rng.below(bound);
         for len in (0..140).chain([255, 256, 257, 1000]) {
             let text: Vec<u8> = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
             let mut orders: Vec<Vec<usize>> = vec![(0..=len).collect(), (0..=len).rev().collect()];
@@ -1976,13 +1966,8 @@ mod tests {
             return;
         }
         let alphabet = b"\"\\/bfnrtuUaxz019AFfG \x00\xff";
-        let mut state = 0x1234_5678_9abc_def1_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut next = || rng.next();
         let (mut refused, mut accepted) = (0, 0);
         for round in 0..20_000 {
             let len = (next() % 140) as usize;
@@ -2182,16 +2167,10 @@ mod tests {
                 cases.push((u64::MAX >> (64 - length)) << start);
             }
         }
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            // xorshift; AND-ing two draws makes runs of backslashes common, as in escaped JSON.
-            let mut draw = || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state
-            };
-            let (a, b) = (draw(), draw());
+            // AND-ing two draws makes runs of backslashes common, as in escaped JSON.
+            let (a, b) = (rng.next(), rng.next());
             cases.push(a & b);
             cases.push(a | b);
         }
@@ -2238,13 +2217,10 @@ mod tests {
         if !std::arch::is_x86_feature_detected!("pclmulqdq") {
             return;
         }
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut cases = vec![0, 1, 1 << 63, u64::MAX, 0x5555_5555_5555_5555];
         for _ in 0..10_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            cases.push(state);
+            cases.push(rng.next());
         }
         for bits in cases {
             // SAFETY: the CPU has PCLMULQDQ.
@@ -2271,14 +2247,11 @@ mod tests {
             blocks.push(block);
         }
         let alphabet = b"\"\\{}[]:,0aZ \x01\x1f\x20\x7f\x80\xff";
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         for _ in 0..5_000 {
             let mut block = [0; 64];
             for byte in &mut block {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                *byte = alphabet[(state % alphabet.len() as u64) as usize];
+                *byte = alphabet[rng.below(alphabet.len())];
             }
             blocks.push(block);
         }

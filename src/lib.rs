@@ -28,4 +28,6 @@ pub mod read_ahead;
 pub mod reference;
 pub mod reload;
 pub mod server;
+#[cfg(test)]
+mod test_rng;
 pub mod tls;

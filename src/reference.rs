@@ -921,6 +921,7 @@ fn has_space_or_control_char(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     /// 64 lowercase hex characters: a sha256 encoding or, alone, an image ID.
     macro_rules! hex64 {
@@ -1644,22 +1645,6 @@ mod tests {
             }
         }
         path_prefix_matches(pattern.path(), image)
-    }
-
-    /// A tiny deterministic generator (xorshift64), so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
     }
 
     /// What mutations insert and substitute: the separators, characters each grammar treats
