@@ -1,17 +1,11 @@
 //! The no-op baseline for the load harness (`benches/load.sh`): the smallest HTTPS server with the
-//! webhook's transport — rustls with the ring provider (TLS 1.3 and 1.2, ALPN h2 and http/1.1, the
-//! same certificate files), hyper 1 through hyper-util's auto builder (HTTP/1.1 keep-alive, the same
-//! header-read timeout), TCP_NODELAY, a multi-threaded tokio runtime — that reads every request body
-//! in full and answers every POST with one fixed, allowed AdmissionReview response.
+//! webhook's transport — rustls with the ring provider (TLS 1.3 and 1.2, ALPN http/1.1, the same
+//! certificate files), hyper 1's HTTP/1.1 connection (keep-alive, the same header-read timeout),
+//! TCP_NODELAY, a multi-threaded tokio runtime — that reads every request body in full and answers
+//! every POST with one fixed, allowed AdmissionReview response.
 //!
 //! Whatever the webhook costs beyond this is its own work (routing, parsing, deciding, answering,
 //! metrics, logging).
-//!
-//! Two differences are the webhook's own. It reads the socket through `read_ahead::ReadAhead`, one
-//! system call per request where rustls alone makes two for a 4–8 KiB review; `--read-ahead` gives
-//! the baseline the same read path, to measure what the handler alone costs. And its connections
-//! keep the HTTP/1.1 header-read timeout themselves (`server::serve_tls`), where hyper arms a timer
-//! for every request. The baseline stays the stock stack.
 //!
 //! ```sh
 //! cargo run --release --example noop_webhook -- --tls-dir certs/dev --listen 127.0.0.1:9443
@@ -27,12 +21,9 @@ use clap::Parser;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use pullsecret_injector::read_ahead::ReadAhead;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -47,9 +38,6 @@ struct Args {
     tls_dir: PathBuf,
     #[arg(long, default_value = "127.0.0.1:9443")]
     listen: SocketAddr,
-    /// Read the socket through the webhook's read-ahead buffer.
-    #[arg(long)]
-    read_ahead: bool,
 }
 
 fn tls_config(dir: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String> {
@@ -71,7 +59,7 @@ fn tls_config(dir: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String
     .with_no_client_auth()
     .with_single_cert(chain, key)
     .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -101,7 +89,6 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyp
 fn main() -> Result<(), String> {
     let args = Args::parse();
     let tls = tls_config(&args.tls_dir)?;
-    let read_ahead = args.read_ahead;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,13 +100,11 @@ fn main() -> Result<(), String> {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         println!("noop webhook listening on https://{local}");
         let acceptor = TlsAcceptor::from(tls);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper::server::conn::http1::Builder::new();
         builder
-            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10))
             .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
         let stop = tokio::signal::ctrl_c();
         tokio::pin!(stop);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -139,22 +124,17 @@ fn main() -> Result<(), String> {
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             let builder = builder.clone();
-            tokio::spawn(async move {
-                if read_ahead {
-                    serve(acceptor, builder, ReadAhead::new(stream)).await;
-                } else {
-                    serve(acceptor, builder, stream).await;
-                }
-            });
+            tokio::spawn(serve(acceptor, builder, stream));
         }
         Ok(())
     })
 }
 
-async fn serve<IO>(acceptor: TlsAcceptor, builder: auto::Builder<TokioExecutor>, io: IO)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn serve(
+    acceptor: TlsAcceptor,
+    builder: hyper::server::conn::http1::Builder,
+    io: tokio::net::TcpStream,
+) {
     let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await
     else {
         return;

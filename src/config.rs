@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admission::HostPattern;
 use crate::duration::{format_duration, parse_go_duration};
-use crate::reference::HostPattern;
 
 /// Host patterns a registry entry gets from `preset: gcp`: every Container Registry and Artifact
 /// Registry (Docker format) host family. `*.pkg.dev` would also match Maven/npm/Python repositories.
@@ -35,8 +35,6 @@ pub struct Config {
     pub opt_out: OptOut,
     pub failure_mode: FailureMode,
     pub provisioning: Provisioning,
-    /// Tells this configuration's remembered image matches from any other's.
-    pub(crate) id: crate::image_matches::ConfigId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,7 +271,6 @@ impl Config {
             opt_out: OptOut::default(),
             failure_mode: FailureMode::default(),
             provisioning: Provisioning::default(),
-            id: crate::image_matches::ConfigId::new(),
         }
     }
 
@@ -472,7 +469,6 @@ impl RawConfig {
             opt_out,
             failure_mode: self.failure_mode,
             provisioning,
-            id: crate::image_matches::ConfigId::new(),
         })
     }
 }

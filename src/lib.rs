@@ -2,32 +2,15 @@
 //! whose images come from configured private registries, and keeps the matching pull Secret in
 //! each Pod's namespace.
 //!
-//! The pure core (`reference`, `decision`, `admission`, `config`) has no I/O; the edges (`server`,
-//! `tls`, `reload`, `app`, `pull_secret` implementations) wrap it.
+//! - [`admission`]: the pure core: the review envelope, image references, the decision, the patch.
+//! - [`provisioning`]: credentials, access tokens and the pull Secrets in the Kubernetes API.
+//! - [`serving`]: HTTPS, TLS, file reloads and metrics.
+//! - [`cli`]: the subcommands: serve, the offline preview, k3s, development certificates.
+#![forbid(unsafe_code)]
 
 pub mod admission;
-pub mod answer_tails;
-pub mod app;
 pub mod cli;
 pub mod config;
-pub mod credentials;
-pub mod decision;
-pub mod devcerts;
-pub mod duration;
-pub mod gcp_auth;
-pub mod image_matches;
-pub mod json_reader;
-pub mod json_writer;
-pub mod k3s;
-pub mod memory;
-pub mod metrics;
-pub mod preview;
-pub mod provisioner;
-pub mod pull_secret;
-pub mod read_ahead;
-pub mod reference;
-pub mod reload;
-pub mod server;
-#[cfg(test)]
-mod test_rng;
-pub mod tls;
+pub(crate) mod duration;
+pub mod provisioning;
+pub mod serving;

@@ -1,29 +1,23 @@
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use pullsecret_injector::app::{App, ServeOptions};
 use pullsecret_injector::cli::{
     CheckConfigArgs, Cli, Command, DevCertsArgs, K3sRegistriesArgs, LogFormat, MutateArgs,
-    MutateOutput, ServeArgs,
+    MutateOutput, ServeArgs, devcerts, k3s, preview,
 };
 use pullsecret_injector::config::Config;
-use pullsecret_injector::metrics::Metrics;
-use pullsecret_injector::provisioner::{KubePullSecrets, ProvisionerOptions};
-use pullsecret_injector::pull_secret::{PullSecrets, ReferenceOnly};
-use pullsecret_injector::server::ServerOptions;
-use pullsecret_injector::{devcerts, k3s, preview};
+use pullsecret_injector::provisioning::{
+    KubePullSecrets, ProvisionerOptions, PullSecrets, ReferenceOnly,
+};
+use pullsecret_injector::serving::{App, BodyLimits, Metrics, ServeOptions, ServerOptions};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Before the runtime starts its threads, so that every thread shares the capped arenas.
-    if let Some(max) =
-        pullsecret_injector::memory::arena_limit(std::env::var_os("MALLOC_ARENA_MAX").as_deref())
-    {
-        pullsecret_injector::memory::limit_arenas(max);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,11 +70,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     options.metrics_listen = args.metrics_listen;
     options.server = ServerOptions {
         header_read_timeout: args.header_read_timeout,
-        body_read_timeout: args.body_read_timeout,
-        idle_timeout: args.idle_timeout,
         drain_timeout: args.shutdown_timeout,
         max_connections: args.max_connections,
         ..ServerOptions::default()
+    };
+    options.bodies = BodyLimits {
+        read_timeout: args.body_read_timeout,
+        ..BodyLimits::default()
     };
     let app = App::start(options).await.map_err(|e| e.to_string())?;
     wait_for_signal().await;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use k8s_openapi::api::core::v1::Secret;
-use pullsecret_injector::metrics::Metrics;
-use pullsecret_injector::provisioner::{KubePullSecrets, ProvisionerOptions};
+use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
+use pullsecret_injector::serving::Metrics;
 use serde_json::json;
 use support::fake_api::FakeApi;
 use support::gcp::{Canned, key_json, keys, metadata_server, token_endpoint};

@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use pullsecret_injector::metrics::Metrics;
-use pullsecret_injector::provisioner::{KubePullSecrets, ProvisionerOptions};
-use pullsecret_injector::pull_secret::{EnsureOutcome, EnsureRequest, PullSecrets};
-use pullsecret_injector::server::ServerOptions;
+use pullsecret_injector::provisioning::{EnsureOutcome, EnsureRequest, PullSecrets};
+use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
+use pullsecret_injector::serving::Metrics;
+use pullsecret_injector::serving::ServerOptions;
 use serde_json::json;
 use support::fake_api::{FakeApi, Fault};
 use support::load::{LoadConn, LoadRequest, LoadStats, review_with_object, spawn_load};

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use pullsecret_injector::gcp_auth::{
+use pullsecret_injector::provisioning::gcp_auth::{
     AccessToken, DEFAULT_TOKEN_URI, MAX_RESPONSE_BYTES, REFRESH_MARGIN, ServiceAccountKey,
     TokenError, TokenSource, random_jitter,
 };

@@ -15,8 +15,8 @@ mod support;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use pullsecret_injector::pull_secret::ReferenceOnly;
-use pullsecret_injector::server::ServerOptions;
+use pullsecret_injector::provisioning::ReferenceOnly;
+use pullsecret_injector::serving::ServerOptions;
 use serde_json::{Value, json};
 use support::load::{
     End, RawOutcome, chunked, http_request, parse_responses, raw_exchange, review_request,
@@ -910,20 +910,16 @@ async fn idle_tls_connections_are_closed_and_cannot_lock_the_server_out() {
 }
 
 /// A keep-alive connection that has been served lives on between requests, and is closed once it
-/// has been idle for the idle timeout, counted from its last answer. The idle timer is re-armed
-/// lazily (when it fires, not on every request), so this is the path that has to get it right.
-/// The header-read timeout is longer here: hyper also runs it while an HTTP/1.1 connection waits
-/// for its next request, so with the usual settings it is what closes an idle connection (checked
-/// at the end).
+/// has waited for its next request's headers for the header-read timeout, counted from its last
+/// answer: hyper runs that timer while an HTTP/1.1 connection is idle, so it is the idle timeout.
 #[tokio::test]
-async fn a_served_connection_lives_between_requests_and_closes_after_the_idle_timeout() {
+async fn a_served_connection_lives_between_requests_and_closes_after_the_header_read_timeout() {
     let _serial = SERIAL.lock().await;
-    let idle_timeout = Duration::from_millis(1500);
+    let header_read_timeout = Duration::from_millis(1500);
     let server = start(
         None,
         ServerOptions {
-            idle_timeout,
-            header_read_timeout: Duration::from_secs(5),
+            header_read_timeout,
             ..short_timeouts()
         },
     )
@@ -938,8 +934,8 @@ async fn a_served_connection_lives_between_requests_and_closes_after_the_idle_ti
     let mut last_answer = Instant::now();
     for i in 0..4 {
         if i > 0 {
-            // Longer than the header-read timeout of the other tests, shorter than the idle timeout.
-            tokio::time::sleep(HEADER_READ_TIMEOUT * 2).await;
+            // Shorter than the header-read timeout.
+            tokio::time::sleep(header_read_timeout / 2).await;
         }
         tls.write_all(&keep_alive).await.expect("write");
         let responses = read_responses(&mut tls, 1).await;
@@ -956,33 +952,12 @@ async fn a_served_connection_lives_between_requests_and_closes_after_the_idle_ti
         );
         last_answer = Instant::now();
     }
-    assert!(
-        read_until_closed(&mut tls, BOUND).await.is_some(),
-        "connection still open {BOUND:?} after its last answer"
-    );
-    let idle_for = last_answer.elapsed();
-    assert!(
-        idle_for >= idle_timeout.mul_f32(0.9),
-        "closed after {idle_for:?} idle, before the idle timeout of {idle_timeout:?}"
-    );
-
-    // With the header-read timeout shorter than the idle timeout, that is what closes an idle
-    // connection: here the idle timeout is too long to close it within BOUND.
-    let server = start(
-        None,
-        ServerOptions {
-            idle_timeout: BOUND * 4,
-            ..short_timeouts()
-        },
-    )
-    .await;
-    let mut tls = server.client.tls_stream(&[b"http/1.1"]).await.expect("tls");
-    tls.write_all(&keep_alive).await.expect("write");
-    assert_eq!(read_responses(&mut tls, 1).await.len(), 1);
     let closed = read_until_closed(&mut tls, BOUND).await;
+    let idle_for = last_answer.elapsed();
+    closed_unanswered_or_408(closed, "while idle");
     assert!(
-        closed.is_some_and(|rest| rest.is_empty()),
-        "closed with nothing more sent"
+        idle_for >= header_read_timeout.mul_f32(0.9),
+        "closed after {idle_for:?} idle, before the header-read timeout of {header_read_timeout:?}"
     );
 }
 
@@ -1033,50 +1008,6 @@ async fn headers_trickled_a_byte_at_a_time_are_cut_off_after_the_header_read_tim
     assert!(sent >= 3, "only {sent} bytes went out before the close");
     println!("trickled headers: {sent} bytes, closed after {closed_after:?}");
     assert_still_serving(&server, "trickled headers").await;
-}
-
-/// The header-read timeout, which closes an idle HTTP/1.1 connection, does not apply to HTTP/2
-/// (negotiated by ALPN): an HTTP/2 connection idle for longer than it but shorter than the idle
-/// timeout still serves its next request, while an HTTP/1.1 connection idle as long is closed.
-#[tokio::test]
-async fn an_idle_http2_connection_outlives_the_header_read_timeout_and_http1_does_not() {
-    let _serial = SERIAL.lock().await;
-    let server = start(
-        None,
-        ServerOptions {
-            idle_timeout: BOUND,
-            ..short_timeouts()
-        },
-    )
-    .await;
-    let mut h1 = server.client.connect().await.expect("connect");
-    let mut h2 = server.client.connect_h2().await.expect("connect h2");
-    assert_eq!(h2.alpn.as_deref(), Some(&b"h2"[..]));
-    let first_h1 = h1
-        .review(fixture("pod-create-direct.json"))
-        .await
-        .status
-        .as_u16();
-    let first_h2 = h2
-        .review(fixture("pod-create-direct.json"))
-        .await
-        .status
-        .as_u16();
-    assert_eq!(
-        (first_h1, first_h2),
-        (200, 200),
-        "first reviews (HTTP/1.1, HTTP/2)"
-    );
-    tokio::time::sleep(HEADER_READ_TIMEOUT * 3).await;
-    assert_eq!(
-        h2.review(fixture("pod-create-direct.json")).await.status,
-        200,
-        "the idle HTTP/2 connection still serves"
-    );
-    assert!(
-        h1.send("GET", "/healthz", None, Vec::new()).await.is_err(),
-        "the HTTP/1.1 connection idle for three header-read timeouts is closed"
-    );
 }
 
 /// Reads from `tls` until `count` whole responses came in (or it closes, or `BOUND` passes without
@@ -1319,4 +1250,135 @@ async fn memory_stays_bounded_under_a_burst_of_3_mb_bodies() {
         growth >> 20,
         BOUND_BYTES >> 20
     );
+}
+
+/// 100 connections that each declare a 4 MiB body and stall after its first bytes: the bytes of
+/// bodies in flight never pass the shared budget (so neither does the memory they take); the
+/// requests past it are refused at once with 503; the budget comes back when they go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_large_bodies_are_bounded_by_the_shared_budget() {
+    let _serial = SERIAL.lock().await;
+    const CONNECTIONS: usize = 100;
+    const DECLARED: usize = 4 * 1024 * 1024;
+    let limits = pullsecret_injector::serving::BodyLimits::default();
+    let server = TestServer::start_with(TestOptions {
+        server: server_options(),
+        ..TestOptions::new(GCP_CONFIG, Arc::new(ReferenceOnly))
+    })
+    .await;
+    let mut stalled = Vec::new();
+    let mut refused = 0;
+    for _ in 0..CONNECTIONS {
+        let mut tls = server.client.tls_stream(&[b"http/1.1"]).await.expect("tls");
+        let head = format!(
+            "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {DECLARED}\r\n\r\n"
+        );
+        tls.write_all(head.as_bytes()).await.expect("write");
+        tls.write_all(&vec![b' '; 64 * 1024]).await.expect("write");
+        tls.flush().await.expect("flush");
+        // A refused request is answered at once; an admitted one waits for the rest of its body.
+        let mut buffer = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(300), tls.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => {
+                let text = String::from_utf8_lossy(&buffer[..n]);
+                assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+                assert!(text.contains("too many request bytes in flight"), "{text}");
+                refused += 1;
+            }
+            _ => stalled.push(tls),
+        }
+        assert!(
+            server.app.body_bytes_in_flight() <= limits.max_bytes_in_flight,
+            "{} bytes in flight, budget {}",
+            server.app.body_bytes_in_flight(),
+            limits.max_bytes_in_flight
+        );
+    }
+    let admitted = limits.max_bytes_in_flight / DECLARED;
+    assert_eq!(stalled.len(), admitted, "admitted stalled bodies");
+    assert_eq!(refused, CONNECTIONS - admitted, "refused at once");
+    assert_eq!(server.app.body_bytes_in_flight(), admitted * DECLARED);
+    drop(stalled);
+    let freed =
+        support::eventually(BOUND, || async { server.app.body_bytes_in_flight() == 0 }).await;
+    assert!(
+        freed,
+        "{} bytes still held",
+        server.app.body_bytes_in_flight()
+    );
+    assert_still_serving(&server, "stalled large bodies").await;
+}
+
+/// 1,100 TCP connections that never start TLS hold handshake slots only: while every one of them
+/// is still open, a review and the kubelet's probe are answered on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_tcp_connections_do_not_hold_up_reviews_or_probes() {
+    let _serial = SERIAL.lock().await;
+    const SILENT: usize = 1_100;
+    let server = start(
+        None,
+        ServerOptions {
+            // Far longer than the test: the silent connections stay open throughout.
+            handshake_timeout: Duration::from_secs(600),
+            ..server_options()
+        },
+    )
+    .await;
+    let addr = server.app.local_addr();
+    let mut silent = Vec::with_capacity(SILENT);
+    for _ in 0..SILENT {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("tcp"));
+    }
+    let mut conn = server
+        .client
+        .connect()
+        .await
+        .expect("connect past the silent ones");
+    let reply = conn.review(valid()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["response"]["uid"], VALID_UID);
+    let probe = conn
+        .send("GET", "/healthz", None, Vec::new())
+        .await
+        .expect("probe");
+    assert_eq!(probe.status, 200);
+    // Every silent connection is still open: the review did not get in because they timed out.
+    let mut buffer = [0u8; 1];
+    for (i, stream) in silent.iter().enumerate() {
+        match stream.try_read(&mut buffer) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("silent connection {i} was closed: {other:?}"),
+        }
+    }
+}
+
+/// Past the handshake cap, a new connection is closed at once instead of waiting in a queue.
+#[tokio::test]
+async fn connections_past_the_handshake_cap_are_closed_at_once() {
+    let _serial = SERIAL.lock().await;
+    const CAP: usize = 8;
+    let server = start(
+        None,
+        ServerOptions {
+            max_handshakes: CAP,
+            handshake_timeout: Duration::from_secs(600),
+            ..server_options()
+        },
+    )
+    .await;
+    let addr = server.app.local_addr();
+    let mut streams = Vec::new();
+    for _ in 0..CAP * 2 {
+        streams.push(tokio::net::TcpStream::connect(addr).await.expect("tcp"));
+    }
+    let mut closed = 0;
+    for stream in &mut streams {
+        let mut buffer = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buffer)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, CAP, "connections closed past a cap of {CAP}");
 }

@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
-use pullsecret_injector::metrics::Metrics;
-use pullsecret_injector::provisioner::{KubePullSecrets, ProvisionerOptions};
-use pullsecret_injector::server::ServerOptions;
+use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
+use pullsecret_injector::serving::Metrics;
+use pullsecret_injector::serving::ServerOptions;
 use serde_json::json;
 use support::fake_api::{FakeApi, Fault};
 use support::load::pod_review;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
-use pullsecret_injector::metrics::Metrics;
-use pullsecret_injector::provisioner::{KubePullSecrets, ProvisionerOptions};
+use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
+use pullsecret_injector::serving::Metrics;
 use serde_json::json;
 use support::fake_api::{FakeApi, Fault};
 use support::{KubeletDir, TestOptions, TestServer};
@@ -657,5 +657,41 @@ async fn a_rotation_the_api_refuses_is_not_reported_ready() {
     })
     .await;
     assert!(ready_again, "never ready again after the rewrite");
+    h.assert_no_rbac_violation();
+}
+
+/// A forged review whose namespace is not a namespace name (percent-encoded, with a slash or a
+/// query, uppercase) is refused with 400 before anything reaches the Kubernetes API.
+#[tokio::test]
+async fn forged_namespaces_get_400_and_no_api_request() {
+    let h = Harness::start("2s").await;
+    h.api.reset_log();
+    for namespace in [
+        "kube%2Dsystem",
+        "a/b",
+        "a?b",
+        "team-a/secrets?fieldSelector=metadata.name%3Dgcr-pull",
+        "Team-A",
+        "..",
+    ] {
+        let mut conn = h.server.client.connect().await.expect("connect");
+        let reply = conn.review(pod_review(namespace, false)).await;
+        assert_eq!(reply.status, 400, "{namespace:?}: {}", reply.text());
+        assert!(
+            reply.text().contains("is not a valid namespace name"),
+            "{namespace:?}: {}",
+            reply.text()
+        );
+    }
+    assert_eq!(
+        h.point_calls(),
+        0,
+        "API requests after forged reviews: {:#?}",
+        h.api.requests()
+    );
+    assert!(h.api.all_secrets().is_empty(), "{:#?}", h.api.all_secrets());
+    // A real review still works afterwards.
+    let response = h.admit("team-a", false).await;
+    assert!(injects_reference(&response), "{response}");
     h.assert_no_rbac_violation();
 }

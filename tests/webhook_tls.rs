@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use pullsecret_injector::pull_secret::{EnsureOutcome, EnsureRequest, PullSecrets};
+use pullsecret_injector::provisioning::{EnsureOutcome, EnsureRequest, PullSecrets};
 use serde_json::json;
 use support::{GCP_CONFIG, TestOptions, TestServer, eventually, fixture, patched_object};
 
@@ -137,11 +137,22 @@ async fn keep_alive_connection_serves_many_reviews() {
     );
 }
 
+/// The API server calls webhooks over HTTP/1.1: that is all ALPN offers, even to a client that
+/// prefers HTTP/2, and a client that insists on HTTP/2 alone gets no connection.
 #[tokio::test]
-async fn http2_is_negotiated_by_alpn() {
+async fn alpn_offers_only_http1() {
     let server = TestServer::start(GCP_CONFIG).await;
-    let mut conn = server.client.connect_h2().await.expect("connect h2");
-    assert_eq!(conn.alpn.as_deref(), Some(&b"h2"[..]));
+    let tls = server
+        .client
+        .tls_stream(&[b"h2", b"http/1.1"])
+        .await
+        .expect("tls");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert!(
+        server.client.tls_stream(&[b"h2"]).await.is_err(),
+        "an h2-only client is refused in the handshake"
+    );
+    let mut conn = server.client.connect().await.expect("connect");
     let reply = conn.review(fixture("pod-create-direct.json")).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["response"]["patchType"], "JSONPatch");
@@ -186,7 +197,7 @@ async fn bad_requests_get_clear_4xx_answers_and_the_server_keeps_serving() {
         max_body_bytes: Some(64 * 1024),
         ..TestOptions::new(
             GCP_CONFIG,
-            Arc::new(pullsecret_injector::pull_secret::ReferenceOnly),
+            Arc::new(pullsecret_injector::provisioning::ReferenceOnly),
         )
     })
     .await;
@@ -540,27 +551,21 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     );
 }
 
-/// Shutdown closes keep-alive connections that sit idle (HTTP/1.1 and HTTP/2, and one that never
+/// Shutdown closes keep-alive connections that sit idle (one that was served, and one that never
 /// sent a request) at once: the drain waits for requests, not for idle connections to time out.
 #[tokio::test]
 async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     let mut options = TestOptions::new(
         GCP_CONFIG,
-        Arc::new(pullsecret_injector::pull_secret::ReferenceOnly),
+        Arc::new(pullsecret_injector::provisioning::ReferenceOnly),
     );
     // Every timer that could close an idle connection on its own is far beyond the test's bound.
     options.server.header_read_timeout = Duration::from_secs(300);
-    options.server.idle_timeout = Duration::from_secs(300);
     options.server.drain_timeout = Duration::from_secs(300);
     let server = TestServer::start_with(options).await;
     let mut h1 = server.client.connect().await.expect("connect");
-    let mut h2 = server.client.connect_h2().await.expect("connect h2");
     assert_eq!(
         h1.review(fixture("pod-create-direct.json")).await.status,
-        200
-    );
-    assert_eq!(
-        h2.review(fixture("pod-create-direct.json")).await.status,
         200
     );
     let mut silent = server
@@ -576,10 +581,6 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     assert!(
         h1.send("GET", "/healthz", None, Vec::new()).await.is_err(),
         "the idle HTTP/1.1 connection is closed"
-    );
-    assert!(
-        h2.send("GET", "/healthz", None, Vec::new()).await.is_err(),
-        "the idle HTTP/2 connection is closed"
     );
     let mut buf = [0u8; 1];
     let read = tokio::time::timeout(

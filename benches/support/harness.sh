@@ -1,4 +1,4 @@
-# Shared by benches/load.sh and benches/compare.sh (sourced, not run): a scratch directory with
+# Sourced by benches/load.sh (not run): a scratch directory with
 # cleanup, free ports, the inputs a webhook needs (dev certificates, a service-account key made
 # now, a config with a gcpJsonKey credential), the fake API and the webhook processes.
 #
@@ -83,11 +83,10 @@ start_webhook() { # binary port log-file [RUST_LOG]
   PIDS+=($!)
 }
 
-# examples/noop_webhook on the same certificates, in this shell; its pid is $!. NOOP_READ_AHEAD=1
-# gives it the webhook's read path (one system call per request; the baseline is the stock stack).
+# examples/noop_webhook on the same certificates, in this shell; its pid is $!.
 start_noop() { # port log-file
   # shellcheck disable=SC2086
-  ${SERVER_WRAPPER:-} "$EX/noop_webhook" --tls-dir "$TMP/certs" --listen "127.0.0.1:$1" ${NOOP_READ_AHEAD:+--read-ahead} >"$2" 2>&1 &
+  ${SERVER_WRAPPER:-} "$EX/noop_webhook" --tls-dir "$TMP/certs" --listen "127.0.0.1:$1" >"$2" 2>&1 &
   PIDS+=($!)
 }
 

@@ -22,7 +22,7 @@ use pullsecret_injector::admission::{self, Target};
 use pullsecret_injector::answer_tails;
 use pullsecret_injector::config::Config;
 use pullsecret_injector::image_matches;
-use pullsecret_injector::pull_secret::ReferenceOnly;
+use pullsecret_injector::provisioning::ReferenceOnly;
 
 /// Several registries so the matcher takes every path: a preset, a port, a path prefix, Docker Hub's
 /// keyring key, an IPv4 host; plus a skipped namespace and the default opt-out keys.

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
-use pullsecret_injector::gcp_auth::{
+use pullsecret_injector::provisioning::gcp_auth::{
     HttpClient, REGISTRY_READ_SCOPES, ServiceAccountKey, TokenSource,
 };
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pullsecret_injector::app::{App, ServeOptions};
-use pullsecret_injector::devcerts::DevCa;
-use pullsecret_injector::pull_secret::PullSecrets;
-use pullsecret_injector::server::ServerOptions;
+use pullsecret_injector::cli::devcerts::DevCa;
+use pullsecret_injector::provisioning::PullSecrets;
+use pullsecret_injector::serving::ServerOptions;
+use pullsecret_injector::serving::{App, ServeOptions};
 use tempfile::TempDir;
 
 pub use tls_client::TlsClient;
@@ -102,7 +102,7 @@ pub struct TestOptions {
     pub server: ServerOptions,
     pub max_body_bytes: Option<usize>,
     /// Shared with a provisioner so its metrics show on the server's /metrics.
-    pub metrics: Option<Arc<pullsecret_injector::metrics::Metrics>>,
+    pub metrics: Option<Arc<pullsecret_injector::serving::Metrics>>,
 }
 
 impl TestOptions {
@@ -124,7 +124,7 @@ impl TestServer {
     pub async fn start(config: &str) -> Self {
         Self::start_with(TestOptions::new(
             config,
-            Arc::new(pullsecret_injector::pull_secret::ReferenceOnly),
+            Arc::new(pullsecret_injector::provisioning::ReferenceOnly),
         ))
         .await
     }
@@ -155,7 +155,7 @@ impl TestServer {
             serve.metrics = metrics;
         }
         if let Some(max) = options.max_body_bytes {
-            serve.max_body_bytes = max;
+            serve.bodies.max_body_bytes = max;
         }
         let app = App::start(serve).await.expect("app starts");
         let client = TlsClient::new(app.local_addr(), ca.cert_pem());

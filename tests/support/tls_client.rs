@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -20,13 +20,8 @@ pub struct TlsClient {
     roots: Arc<RootCertStore>,
 }
 
-enum Sender {
-    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
-}
-
 pub struct Connection {
-    sender: Sender,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     pub server_cert: CertificateDer<'static>,
     pub alpn: Option<Vec<u8>>,
 }
@@ -88,23 +83,7 @@ impl TlsClient {
             .map_err(std::io::Error::other)?;
         tokio::spawn(conn);
         Ok(Connection {
-            sender: Sender::H1(sender),
-            server_cert,
-            alpn,
-        })
-    }
-
-    /// HTTP/2 negotiated by ALPN.
-    pub async fn connect_h2(&self) -> std::io::Result<Connection> {
-        let tls = self.tls_stream(&[b"h2", b"http/1.1"]).await?;
-        let (server_cert, alpn) = peer_info(&tls);
-        let (sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .map_err(std::io::Error::other)?;
-        tokio::spawn(conn);
-        Ok(Connection {
-            sender: Sender::H2(sender),
+            sender,
             server_cert,
             alpn,
         })
@@ -130,26 +109,16 @@ impl Connection {
         content_type: Option<&str>,
         body: impl Into<Bytes>,
     ) -> Result<Reply, hyper::Error> {
-        let mut request = hyper::Request::builder().method(method).uri(path);
-        if matches!(self.sender, Sender::H1(_)) {
-            request = request.header("host", "localhost");
-        } else {
-            request = request.uri(format!("https://localhost{path}"));
-        }
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
         let request = request.body(Full::new(body.into())).expect("request");
-        let response = match &mut self.sender {
-            Sender::H1(sender) => {
-                sender.ready().await?;
-                sender.send_request(request).await?
-            }
-            Sender::H2(sender) => {
-                sender.ready().await?;
-                sender.send_request(request).await?
-            }
-        };
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
         let status = response.status();
         let content_type = response
             .headers()

@@ -1,5 +1,12 @@
-//! The seam between the admission decision and the Kubernetes API: before the webhook answers, it asks a
-//! [`PullSecrets`] component to make sure each pull Secret the Pod will reference exists in its namespace.
+//! Provisioning: credentials, access tokens and the pull Secrets themselves. The seam with admission
+//! is [`PullSecrets`]: before the webhook answers, it asks for each pull Secret the Pod will
+//! reference to exist in the Pod's namespace.
+
+pub(crate) mod credentials;
+pub mod gcp_auth;
+pub(crate) mod provisioner;
+
+pub use provisioner::{KubePullSecrets, ProvisionerOptions};
 
 use std::sync::Arc;
 use std::time::Duration;

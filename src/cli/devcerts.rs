@@ -129,12 +129,12 @@ impl DevCerts {
             source,
         })?;
         write("ca.crt", &self.ca_cert_pem)?;
-        write(crate::tls::CERT_FILE, &self.cert_pem)?;
-        write(crate::tls::KEY_FILE, &self.key_pem)?;
+        write(crate::serving::tls::CERT_FILE, &self.cert_pem)?;
+        write(crate::serving::tls::KEY_FILE, &self.key_pem)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let path = dir.join(crate::tls::KEY_FILE);
+            let path = dir.join(crate::serving::tls::KEY_FILE);
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|source| DevCertError::Write { path, source })?;
         }

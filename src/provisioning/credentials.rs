@@ -9,8 +9,8 @@ use base64::Engine as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::admission::HostPattern;
 use crate::config::{CredentialSource, Registry};
-use crate::reference::HostPattern;
 
 /// Username the registries accept with a GCP service-account key as the password.
 pub const GCP_JSON_KEY_USER: &str = "_json_key";
@@ -140,7 +140,8 @@ fn shell_text(bytes: &[u8]) -> &[u8] {
 
 /// Checks a service-account key file and renders it with username `_json_key`. The key's JSON is the
 /// password byte for byte (its `\n` escapes included): it is never re-serialized.
-pub fn render_gcp_key(
+#[cfg(test)]
+fn render_gcp_key(
     hosts: &[HostPattern],
     path: &Path,
     bytes: &[u8],
@@ -184,7 +185,8 @@ fn gcp_key_text<'b>(path: &Path, bytes: &'b [u8]) -> Result<&'b str, CredentialE
     Ok(text)
 }
 
-pub fn render_basic_auth(
+#[cfg(test)]
+fn render_basic_auth(
     hosts: &[HostPattern],
     username_path: &Path,
     username: &[u8],

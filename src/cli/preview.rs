@@ -1,11 +1,9 @@
 //! The offline preview: what the webhook would do to a Pod, with no cluster. It builds the
 //! AdmissionReview the API server would send and runs it through the same admission path.
 
-use base64::Engine as _;
-
 use crate::admission;
 use crate::config::Config;
-use crate::pull_secret::ReferenceOnly;
+use crate::provisioning::ReferenceOnly;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
@@ -17,7 +15,7 @@ pub enum PreviewError {
     NotAPod(String),
     #[error("{0}")]
     Admission(#[from] admission::AdmissionError),
-    #[error("the webhook's answer could not be read back: {0}")]
+    #[error("the patch does not apply to the Pod: {0}")]
     Answer(String),
 }
 
@@ -28,6 +26,8 @@ pub struct Preview {
     pub mutated_pod: serde_json::Value,
     pub warnings: Vec<String>,
     pub outcome: admission::Outcome,
+    /// Why nothing was added, when nothing was.
+    pub reason: Option<String>,
 }
 
 /// Parses a Pod written as YAML or JSON.
@@ -62,8 +62,8 @@ pub async fn preview(
         })
         .unwrap_or_else(|| "default".to_owned());
     let review = serde_json::json!({
-        "apiVersion": admission::API_VERSION,
-        "kind": admission::KIND,
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
         "request": {
             "uid": "offline-preview",
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -75,26 +75,15 @@ pub async fn preview(
         }
     });
     let body = serde_json::to_vec(&review).map_err(|e| PreviewError::Syntax(e.to_string()))?;
-    let parsed = admission::parse_review(&body)?;
-    let answer = admission::answer(&parsed, config, &ReferenceOnly, None).await;
-
-    let response: serde_json::Value =
-        serde_json::from_slice(&answer.body).map_err(|e| PreviewError::Answer(e.to_string()))?;
-    let patch = match response.pointer("/response/patch").and_then(|p| p.as_str()) {
-        None => json_patch::Patch(Vec::new()),
-        Some(encoded) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .map_err(|e| PreviewError::Answer(e.to_string()))?;
-            serde_json::from_slice(&bytes).map_err(|e| PreviewError::Answer(e.to_string()))?
-        }
-    };
+    let answer = admission::review(&body, config, &ReferenceOnly, None).await?;
+    let patch = answer.patch.unwrap_or_default();
     let mut mutated_pod = review["request"]["object"].clone();
     json_patch::patch(&mut mutated_pod, &patch).map_err(|e| PreviewError::Answer(e.to_string()))?;
     Ok(Preview {
         patch,
         mutated_pod,
-        warnings: answer.warnings.to_vec(),
+        warnings: answer.warnings,
         outcome: answer.outcome,
+        reason: answer.reason,
     })
 }

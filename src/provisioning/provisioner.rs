@@ -13,9 +13,8 @@
 //! `get`, `create`, `patch` (server-side apply) on `secrets` in the Pod's namespace, by name; `list` and
 //! `watch` on `secrets` in all namespaces with `fieldSelector=metadata.name=<managed name>`.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,11 +30,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, CredentialSource, GcpKeyMode, Registry};
-use crate::credentials::{self, ContentHash, DockerConfig};
-use crate::gcp_auth::{self, HttpClient, ServiceAccountKey, TokenSource};
-use crate::metrics::{Metrics, ReloadResult};
-use crate::pull_secret::{EnsureOutcome, EnsureRequest, PullSecrets};
-use crate::reload::{parent_dir, watch_dirs};
+use crate::provisioning::credentials::{self, ContentHash, DockerConfig};
+use crate::provisioning::gcp_auth::{self, HttpClient, ServiceAccountKey, TokenSource};
+use crate::provisioning::{EnsureOutcome, EnsureRequest, PullSecrets};
+use crate::serving::metrics::{Metrics, ReloadResult};
+use crate::serving::reload::{parent_dir, watch_dirs};
 
 pub const FIELD_MANAGER: &str = "pullsecret-injector";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -124,11 +123,6 @@ impl FlightState {
 type FlightKey = (String, String); // (Secret name, namespace)
 
 struct Inner {
-    /// Tells this provisioner's entries apart in the per-thread [`ReadyCache`].
-    id: u64,
-    /// Bumped after every change to `sources` or `known`: a [`ReadyCache`] filled at an older
-    /// generation is stale.
-    generation: AtomicU64,
     client: kube::Client,
     options: ProvisionerOptions,
     metrics: Arc<Metrics>,
@@ -180,10 +174,7 @@ impl KubePullSecrets {
     pub fn start(client: kube::Client, metrics: Arc<Metrics>, options: ProvisionerOptions) -> Self {
         let (config, config_rx) = watch::channel(Arc::new(Config::empty()));
         let (queue, queue_rx) = mpsc::unbounded_channel();
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let inner = Arc::new(Inner {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            generation: AtomicU64::new(0),
             client,
             options,
             metrics,
@@ -244,95 +235,17 @@ impl PullSecrets for KubePullSecrets {
     }
 }
 
-/// (registry entry, Secret, namespace) found ready by this thread, valid while the provisioner's
-/// generation stays the same. The steady-state answer then needs no lock: a lock, even a read
-/// lock, writes its shared word, and the cores serving reviews took turns owning it on every
-/// request.
-struct ReadyCache {
-    provisioner: u64,
-    generation: u64,
-    entries: Vec<ReadyEntry>,
-    /// The entry to replace next once full.
-    next: usize,
-}
-
-struct ReadyEntry {
-    registry: Box<str>,
-    secret: Box<str>,
-    namespace: Box<str>,
-}
-
-/// Entries per thread: the namespaces being served right now, not all of them.
-const READY_CACHE_ENTRIES: usize = 64;
-
-thread_local! {
-    static READY: RefCell<ReadyCache> = const {
-        RefCell::new(ReadyCache {
-            provisioner: u64::MAX,
-            generation: 0,
-            entries: Vec::new(),
-            next: 0,
-        })
-    };
-}
-
 impl Inner {
-    /// Marks `sources` or `known` changed; call after the change.
-    fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Whether the registry's Secret is known good in the namespace with the current credentials.
+    /// Whether the registry's Secret is known good in the namespace with the current credentials:
+    /// one read of the shared state, no API call.
     fn is_known_ready(&self, registry: &Registry, namespace: &str) -> bool {
-        let secret = registry.secret_name.as_str();
-        let generation = self.generation.load(Ordering::Acquire);
-        let matches = |entry: &ReadyEntry| {
-            *entry.namespace == *namespace
-                && *entry.secret == *secret
-                && *entry.registry == *registry.name
-        };
-        let cached = READY.with(|cache| {
-            let cache = cache.borrow();
-            cache.provisioner == self.id
-                && cache.generation == generation
-                && cache.entries.iter().any(matches)
-        });
-        if cached {
-            return true;
-        }
-        let ready = match (
+        match (
             self.content(&registry.name),
-            self.known_state(secret, namespace),
+            self.known_state(&registry.secret_name, namespace),
         ) {
             (Ok(content), Some(Known::Good(hash))) => hash == content.hash.short(),
             _ => false,
-        };
-        if ready {
-            // Stored under the generation read before the state: a change since then has bumped
-            // it, so the entry is never newer than what it says.
-            READY.with(|cache| {
-                let mut cache = cache.borrow_mut();
-                if cache.provisioner != self.id || cache.generation != generation {
-                    cache.provisioner = self.id;
-                    cache.generation = generation;
-                    cache.entries.clear();
-                    cache.next = 0;
-                }
-                let entry = ReadyEntry {
-                    registry: registry.name.as_str().into(),
-                    secret: secret.into(),
-                    namespace: namespace.into(),
-                };
-                if cache.entries.len() < READY_CACHE_ENTRIES {
-                    cache.entries.push(entry);
-                } else {
-                    let next = cache.next;
-                    cache.entries[next] = entry;
-                    cache.next = (next + 1) % READY_CACHE_ENTRIES;
-                }
-            });
         }
-        ready
     }
 
     fn known_state(&self, secret: &str, namespace: &str) -> Option<Known> {
@@ -358,7 +271,6 @@ impl Inner {
             }
         }
         drop(known);
-        self.changed();
     }
 
     fn content(&self, registry: &str) -> Result<Arc<DockerConfig>, String> {
@@ -647,7 +559,6 @@ impl Inner {
             }
             *sources = fresh;
         }
-        self.changed();
         for secret in changed {
             self.queue_stale(&secret);
         }
@@ -703,7 +614,6 @@ impl Inner {
         if let Ok(mut sources) = self.sources.write() {
             sources.insert(registry.to_owned(), content);
         }
-        self.changed();
     }
 
     /// Fetches access tokens for one registry entry for as long as it is configured: refreshes around

@@ -107,10 +107,6 @@ impl ReloadingCert {
         self.current.store(Arc::new(key));
         Ok(true)
     }
-
-    pub fn current(&self) -> Arc<CertifiedKey> {
-        self.current.load_full()
-    }
 }
 
 impl ResolvesServerCert for ReloadingCert {
@@ -119,12 +115,12 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN (the API server offers only HTTP/1.1).
+/// TLS 1.2 and 1.3, HTTP/1.1 only: the API server calls webhooks over HTTP/1.1.
 pub fn server_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(cert);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod devcerts;
+pub mod k3s;
+pub mod preview;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pullsecret-injector",
@@ -76,17 +80,14 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "PULLSECRET_INJECTOR_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// A client must send its request headers within this time.
+    /// A client must send its request headers within this time; also how long a keep-alive
+    /// connection may wait idle for its next request.
     #[arg(long, env = "PULLSECRET_INJECTOR_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
     /// A request body must arrive within this time.
     #[arg(long, env = "PULLSECRET_INJECTOR_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub body_read_timeout: Duration,
-    /// A connection with no request in flight is closed after this long (an HTTP/1.1 keep-alive
-    /// connection already after the header-read timeout, when that is shorter).
-    #[arg(long, env = "PULLSECRET_INJECTOR_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
-    /// Open connections at most; more wait to be accepted.
+    /// Connections past their TLS handshake at most; more are closed at once.
     #[arg(
         long,
         env = "PULLSECRET_INJECTOR_MAX_CONNECTIONS",

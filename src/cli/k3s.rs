@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 
 use base64::Engine as _;
 
+use crate::admission::{HostPattern, ImageReference};
 use crate::config::{Config, Registry};
-use crate::credentials::{self, CredentialError, Login};
-use crate::reference::{HostPattern, ImageReference};
+use crate::provisioning::credentials::{self, CredentialError, Login};
 
 /// The Container Registry hosts `*.gcr.io` stands for.
 pub const GCR_REGIONAL_HOSTS: [&str; 4] = [

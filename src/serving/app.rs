@@ -12,12 +12,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::routes::{self, AppState, BodyBudget, BodyLimits, Readiness};
+use super::server::{self, ServerOptions};
 use crate::config::{Config, ConfigError};
-use crate::metrics::{Metrics, ReloadResult};
-use crate::pull_secret::PullSecrets;
-use crate::reload::{WatchError, parent_dir, watch_dirs};
-use crate::server::{self, AppState, Readiness, ServerOptions};
-use crate::tls::{ReloadingCert, TlsError};
+use crate::provisioning::PullSecrets;
+use crate::serving::metrics::{Metrics, ReloadResult};
+use crate::serving::reload::{WatchError, parent_dir, watch_dirs};
+use crate::serving::tls::{ReloadingCert, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -40,7 +41,7 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub server: ServerOptions,
-    pub max_body_bytes: usize,
+    pub bodies: BodyLimits,
     /// Backs up the file watch: files are re-checked at least this often.
     pub reload_poll: Duration,
     pub pull_secrets: Arc<dyn PullSecrets>,
@@ -60,7 +61,7 @@ impl ServeOptions {
             listen,
             metrics_listen: None,
             server: ServerOptions::default(),
-            max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
+            bodies: BodyLimits::default(),
             reload_poll: Duration::from_secs(30),
             pull_secrets,
             metrics: Arc::new(Metrics::new()),
@@ -149,6 +150,7 @@ pub struct App {
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     readiness: Arc<Readiness>,
+    bodies: Arc<BodyBudget>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
@@ -167,15 +169,16 @@ impl App {
         let cert = ReloadingCert::load(&options.tls_dir)?;
         metrics.certificate_reload(ReloadResult::Success);
         readiness.set_certificate_loaded();
-        let tls = crate::tls::server_config(cert.clone())?;
+        let tls = crate::serving::tls::server_config(cert.clone())?;
 
         let state = AppState {
             config: live_config.shared(),
             pull_secrets: options.pull_secrets,
             metrics: metrics.clone(),
             readiness: readiness.clone(),
-            body_read_timeout: options.server.body_read_timeout,
+            bodies: Arc::new(BodyBudget::new(options.bodies)),
         };
+        let bodies = state.bodies.clone();
         let listener =
             TcpListener::bind(options.listen)
                 .await
@@ -221,10 +224,6 @@ impl App {
             )?
         };
         background.push(cert_watch);
-        background.push(crate::memory::spawn_trimmer(
-            crate::memory::TrimPolicy::default(),
-            shutdown.clone(),
-        ));
 
         let metrics_addr = match options.metrics_listen {
             None => None,
@@ -235,7 +234,7 @@ impl App {
                 let bound = listener
                     .local_addr()
                     .map_err(|source| AppError::Bind { addr, source })?;
-                let router = server::probe_router().with_state(state.clone());
+                let router = routes::probe_router(state.clone());
                 let stop = shutdown.clone();
                 background.push(tokio::spawn(async move {
                     if let Err(error) = axum::serve(listener, router)
@@ -249,20 +248,25 @@ impl App {
             }
         };
 
-        let service = server::WebhookService::new(state, options.max_body_bytes);
         let server = tokio::spawn(server::serve_tls(
             listener,
             tls,
-            service,
+            routes::router(state),
             options.server,
             shutdown.clone(),
         ));
-        tracing::info!(%local_addr, metrics = ?metrics_addr, "serving admission reviews");
+        match metrics_addr {
+            Some(metrics_addr) => {
+                tracing::info!(%local_addr, %metrics_addr, "serving admission reviews")
+            }
+            None => tracing::info!(%local_addr, "serving admission reviews"),
+        }
         Ok(Self {
             local_addr,
             metrics_addr,
             shutdown,
             readiness,
+            bodies,
             server,
             background,
         })
@@ -270,6 +274,11 @@ impl App {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Bytes of request bodies being read or answered now.
+    pub fn body_bytes_in_flight(&self) -> usize {
+        self.bodies.bytes_in_flight()
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
