@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pullsecret_injector::reference::{HostPattern, ImageReference};
+use pullsecret_injector::admission::{HostPattern, ImageReference};
 
 const FIXED_PATTERNS: &[&str] = &[
     "gcr.io",
