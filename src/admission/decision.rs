@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use super::envelope::{ContainerView, Object, PodView, Text};
+use serde_json::value::RawValue;
+
+use super::envelope::{PodView, Text};
 use super::reference::{HostPattern, ImageReference, ReferenceError};
 use crate::config::{Config, Registry};
 
@@ -40,36 +42,51 @@ impl Skip {
 
 /// A pull Secret the Pod needs because one of its images is on a configured registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RequiredSecret<'c> {
+pub(crate) struct RequiredSecret<'c, 'p> {
     pub registry: &'c Registry,
     /// The first image (in pull order) that made it required, as the Pod writes it.
-    pub image: String,
+    pub image: &'p str,
     pub pattern: &'c HostPattern,
     /// Whether `spec.imagePullSecrets` already lists it (then no patch is needed for it).
     pub already_listed: bool,
 }
 
+/// Where an image is in the Pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place<'p> {
+    Container(&'p str),
+    ImageVolume(&'p str),
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Container(name) => write!(f, "container {name:?}"),
+            Place::ImageVolume(name) => write!(f, "image volume {name:?}"),
+        }
+    }
+}
+
 /// An image the kubelet could not pull by that name: no Secret is considered for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct InvalidImage {
-    /// Where it is, e.g. `container "app"` or `image volume "models"`.
-    pub place: String,
-    pub image: String,
+pub(crate) struct InvalidImage<'p> {
+    pub place: Place<'p>,
+    pub image: &'p str,
     pub error: ReferenceError,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Decision<'c> {
+pub(crate) struct Decision<'c, 'p> {
     pub skip: Option<Skip>,
-    pub required: Vec<RequiredSecret<'c>>,
-    pub invalid_images: Vec<InvalidImage>,
+    pub required: Vec<RequiredSecret<'c, 'p>>,
+    pub invalid_images: Vec<InvalidImage<'p>>,
     /// Add the whole `imagePullSecrets` array (field absent or null) rather than append to it.
     pub field_absent: bool,
 }
 
-impl<'c> Decision<'c> {
+impl<'c, 'p> Decision<'c, 'p> {
     /// The Secrets to add, in the order the registries were first needed.
-    pub(crate) fn to_add(&self) -> impl Iterator<Item = &RequiredSecret<'c>> {
+    pub(crate) fn to_add(&self) -> impl Iterator<Item = &RequiredSecret<'c, 'p>> {
         self.required.iter().filter(|r| !r.already_listed)
     }
 
@@ -102,12 +119,12 @@ fn add(path: &[&str], value: Value) -> PatchOperation {
 }
 
 /// Decides what a Pod needs. `namespace` is the request's (validated) namespace.
-pub(crate) fn decide<'c>(
+pub(crate) fn decide<'c, 'p>(
     config: &'c Config,
     namespace: &str,
-    pod: &PodView<'_>,
+    pod: &'p PodView<'_>,
     set: ContainerSet,
-) -> Decision<'c> {
+) -> Decision<'c, 'p> {
     if let Some(skip) = skip_reason(config, namespace, pod) {
         return Decision {
             skip: Some(skip),
@@ -133,7 +150,7 @@ pub(crate) fn decide<'c>(
             Err(error) => {
                 decision.invalid_images.push(InvalidImage {
                     place,
-                    image: image.to_owned(),
+                    image,
                     error,
                 });
                 continue;
@@ -152,7 +169,7 @@ pub(crate) fn decide<'c>(
             };
             decision.required.push(RequiredSecret {
                 registry,
-                image: image.to_owned(),
+                image,
                 pattern,
                 already_listed: listed.contains(&registry.secret_name.as_str()),
             });
@@ -162,36 +179,40 @@ pub(crate) fn decide<'c>(
 }
 
 /// Every image the kubelet pulls with the Pod's pull Secrets, with where it is, in pull order.
-fn pulled_images<'p>(pod: &'p PodView<'_>, set: ContainerSet) -> Vec<(String, &'p str)> {
-    let Some(spec) = &pod.spec else {
-        return Vec::new();
-    };
-    let containers = |list: &'p Option<Vec<Object<ContainerView<'_>>>>| {
-        list.iter().flatten().map(|c| {
-            let name = c.name.as_deref().unwrap_or_default();
+fn pulled_images<'p>(
+    pod: &'p PodView<'_>,
+    set: ContainerSet,
+) -> impl Iterator<Item = (Place<'p>, &'p str)> {
+    let create = set == ContainerSet::PodCreate;
+    let spec = pod.spec.as_deref();
+    let lists = spec.into_iter().flat_map(move |spec| {
+        [
+            (create, &spec.init_containers),
+            (create, &spec.containers),
+            (!create, &spec.ephemeral_containers),
+        ]
+    });
+    let containers = lists
+        .filter(|(wanted, _)| *wanted)
+        .flat_map(|(_, list)| list.iter().flatten())
+        .map(|c| {
             (
-                format!("container {name:?}"),
+                Place::Container(c.name.as_deref().unwrap_or_default()),
                 c.image.as_deref().unwrap_or_default(),
             )
-        })
-    };
-    match set {
-        ContainerSet::Ephemeral => containers(&spec.ephemeral_containers).collect(),
-        ContainerSet::PodCreate => {
-            let volumes = spec.volumes.iter().flatten().filter_map(|v| {
-                let image = v.image.as_ref()?;
-                let name = v.name.as_deref().unwrap_or_default();
-                Some((
-                    format!("image volume {name:?}"),
-                    image.reference.as_deref().unwrap_or_default(),
-                ))
-            });
-            containers(&spec.init_containers)
-                .chain(containers(&spec.containers))
-                .chain(volumes)
-                .collect()
-        }
-    }
+        });
+    let volumes = spec
+        .filter(|_| create)
+        .into_iter()
+        .flat_map(|spec| spec.volumes.iter().flatten())
+        .filter_map(|v| {
+            let image = v.image.as_ref()?;
+            Some((
+                Place::ImageVolume(v.name.as_deref().unwrap_or_default()),
+                image.reference.as_deref().unwrap_or_default(),
+            ))
+        });
+    containers.chain(volumes)
 }
 
 fn skip_reason(config: &Config, namespace: &str, pod: &PodView<'_>) -> Option<Skip> {
@@ -213,7 +234,28 @@ fn skip_reason(config: &Config, namespace: &str, pod: &PodView<'_>) -> Option<Sk
 }
 
 /// Whether `map[key]` is "true" (any case), as the opt-out label and annotation are written.
-fn is_true(map: Option<&HashMap<Text<'_>, Text<'_>>>, key: &str) -> bool {
+fn is_true<V: AsText>(map: Option<&HashMap<Text<'_>, V>>, key: &str) -> bool {
     map.and_then(|map| map.get(&Text(Cow::Borrowed(key))))
-        .is_some_and(|value| value.as_str().eq_ignore_ascii_case("true"))
+        .and_then(AsText::text)
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+}
+
+/// A map value read as text: labels are strings; annotations are kept as raw JSON (some, such as
+/// kubectl's last-applied-configuration, are large and never needed) and decoded on demand.
+trait AsText {
+    fn text(&self) -> Option<Cow<'_, str>>;
+}
+
+impl AsText for Text<'_> {
+    fn text(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(self.as_str()))
+    }
+}
+
+impl AsText for &RawValue {
+    fn text(&self) -> Option<Cow<'_, str>> {
+        serde_json::from_str::<Text<'_>>(self.get())
+            .ok()
+            .map(|t| t.0)
+    }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::AdmissionError;
@@ -65,20 +65,21 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     }
 }
 
+/// The review, with its `request.object` read as `O`: a Pod, or skipped.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+struct ReviewIn<'a, O> {
     #[serde(borrow, default)]
     api_version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    request: Option<Object<RequestIn<'a>>>,
+    #[serde(borrow, default = "Option::default")]
+    request: Option<Object<RequestIn<'a, O>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+struct RequestIn<'a, O> {
     #[serde(borrow, default)]
     uid: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -91,9 +92,8 @@ struct RequestIn<'a> {
     operation: Option<Cow<'a, str>>,
     #[serde(default)]
     dry_run: Option<bool>,
-    /// Kept as text: read as a Pod only when the request is about one.
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
+    #[serde(default = "Option::default")]
+    object: Option<O>,
 }
 
 #[derive(Deserialize)]
@@ -123,8 +123,9 @@ pub(crate) struct MetadataView<'a> {
     pub generate_name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub labels: Option<HashMap<Text<'a>, Text<'a>>>,
+    /// Values kept as raw JSON: only the opt-out annotation is ever decoded.
     #[serde(borrow, default)]
-    pub annotations: Option<HashMap<Text<'a>, Text<'a>>>,
+    pub annotations: Option<HashMap<Text<'a>, &'a RawValue>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,9 +196,31 @@ pub(crate) struct Review<'a> {
 }
 
 /// Reads and validates a request body.
+///
+/// The object is read as a Pod in the same pass as the envelope, whatever the request is about:
+/// the API server sends Pods only, as the webhook is registered. When that read fails, the envelope
+/// is read again without the object, to tell a broken envelope from an object that is not a
+/// readable Pod, which is an error only when the request is about a Pod.
 pub(crate) fn parse(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
-    let Object(review): Object<ReviewIn<'_>> =
-        serde_json::from_slice(body).map_err(|e| AdmissionError::Malformed(e.to_string()))?;
+    let pod_error = match serde_json::from_slice::<Object<ReviewIn<'_, Object<PodView<'_>>>>>(body)
+    {
+        Ok(Object(review)) => return validate(review, |object| object.map(|o| o.0)),
+        Err(error) => error,
+    };
+    let Object(head) = serde_json::from_slice::<Object<ReviewIn<'_, IgnoredAny>>>(body)
+        .map_err(|e| AdmissionError::Malformed(e.to_string()))?;
+    let review = validate(head, |_| None)?;
+    if review.target == Target::Other {
+        Ok(review)
+    } else {
+        Err(AdmissionError::InvalidPod(pod_error.to_string()))
+    }
+}
+
+fn validate<'a, O>(
+    review: ReviewIn<'a, O>,
+    pod_of: impl FnOnce(Option<O>) -> Option<PodView<'a>>,
+) -> Result<Review<'a>, AdmissionError> {
     match review.api_version.as_deref() {
         Some(API_VERSION) => {}
         other => {
@@ -241,9 +264,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
             return Err(AdmissionError::MissingNamespace);
         }
         // Go decodes a null object as an empty Pod: nothing to do for it.
-        if let Some(object) = request.object {
-            pod = read_pod(object)?;
-        }
+        pod = pod_of(request.object).unwrap_or_default();
         check_pod_names(&pod)?;
     }
     Ok(Review {
@@ -253,12 +274,6 @@ pub(crate) fn parse(body: &[u8]) -> Result<Review<'_>, AdmissionError> {
         dry_run: request.dry_run.unwrap_or(false),
         pod,
     })
-}
-
-fn read_pod(object: &RawValue) -> Result<PodView<'_>, AdmissionError> {
-    serde_json::from_str::<Object<PodView<'_>>>(object.get())
-        .map(|pod| pod.0)
-        .map_err(|e| AdmissionError::InvalidPod(e.to_string()))
 }
 
 /// `request.namespace` must be what the API server allows a namespace to be named: a DNS-1123

@@ -253,7 +253,7 @@ async fn answer(
                     required.registry.secret_name,
                     required.pattern.as_str()
                 ),
-                &required.image,
+                required.image,
                 "",
             ),
         );
@@ -267,7 +267,7 @@ async fn ensure_secrets(
     config: &Config,
     pull_secrets: &dyn PullSecrets,
     timeout: Option<Duration>,
-    decision: &Decision<'_>,
+    decision: &Decision<'_, '_>,
     set: ContainerSet,
     warnings: &mut Vec<String>,
 ) -> Vec<String> {
@@ -326,7 +326,7 @@ async fn ensure_secrets(
     not_ready
 }
 
-fn no_patch_reason(decision: &Decision<'_>) -> String {
+fn no_patch_reason(decision: &Decision<'_, '_>) -> String {
     if decision.required.is_empty() {
         "no image matches a configured registry".to_owned()
     } else {

@@ -103,12 +103,8 @@ impl BodyBudget {
 
 /// Every route: the webhook port serves them all.
 pub fn router(state: AppState) -> Router {
-    let max_body = state.bodies.limits.max_body_bytes;
     Router::new()
-        .route(
-            "/mutate",
-            post(mutate).layer(tower_http::limit::RequestBodyLimitLayer::new(max_body)),
-        )
+        .route("/mutate", post(mutate))
         .merge(probe_routes())
         .with_state(state)
 }
@@ -199,9 +195,11 @@ impl FromRequest<AppState> for ReviewBody {
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            .unwrap_or(limits.max_body_bytes)
-            .min(limits.max_body_bytes);
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limits.max_body_bytes) {
+            return Err(too_large());
+        }
+        let declared = declared.unwrap_or(limits.max_body_bytes);
         let permits = u32::try_from(declared.max(1)).unwrap_or(u32::MAX);
         let budget = state
             .bodies
@@ -214,7 +212,8 @@ impl FromRequest<AppState> for ReviewBody {
                     "too many request bytes in flight; retry shortly",
                 )
             })?;
-        let collect = request.into_body().collect();
+        let collect =
+            http_body_util::Limited::new(request.into_body(), limits.max_body_bytes).collect();
         let bytes = match tokio::time::timeout(limits.read_timeout, collect).await {
             Err(_) => {
                 return Err(Rejection::new(
@@ -222,7 +221,7 @@ impl FromRequest<AppState> for ReviewBody {
                     format!("request body not received within {:?}", limits.read_timeout),
                 ));
             }
-            Ok(Err(error)) => return Err(body_error(&error)),
+            Ok(Err(error)) => return Err(body_error(error.as_ref())),
             Ok(Ok(collected)) => collected.to_bytes(),
         };
         Ok(Self {
@@ -232,14 +231,14 @@ impl FromRequest<AppState> for ReviewBody {
     }
 }
 
-/// A body that broke off, or grew past the limit of `RequestBodyLimitLayer` without declaring it.
-fn body_error(error: &axum::Error) -> Rejection {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = source {
-        if current.is::<http_body_util::LengthLimitError>() {
-            return Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded");
-        }
-        source = current.source();
+fn too_large() -> Rejection {
+    Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, "length limit exceeded")
+}
+
+/// A body that broke off, or grew past the limit without declaring its length.
+fn body_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Rejection {
+    if error.is::<http_body_util::LengthLimitError>() {
+        return too_large();
     }
     Rejection::new(
         StatusCode::BAD_REQUEST,
@@ -348,6 +347,13 @@ mod tests {
         .expect("json")
     }
 
+    fn replaced(body: Vec<u8>, from: &str, to: &str) -> Vec<u8> {
+        String::from_utf8(body)
+            .expect("utf8")
+            .replace(from, to)
+            .into_bytes()
+    }
+
     async fn call(
         state: &AppState,
         method: &str,
@@ -441,6 +447,51 @@ mod tests {
                 "not an AdmissionReview",
             ),
             (
+                "truncated",
+                "POST",
+                "/mutate",
+                json,
+                review()[..40].to_vec(),
+                StatusCode::BAD_REQUEST,
+                "not an AdmissionReview",
+            ),
+            (
+                "not UTF-8",
+                "POST",
+                "/mutate",
+                json,
+                vec![0xff, 0xfe, 0x00, 0x7b],
+                StatusCode::BAD_REQUEST,
+                "not an AdmissionReview",
+            ),
+            (
+                "v1beta1",
+                "POST",
+                "/mutate",
+                json,
+                replaced(review(), "admission.k8s.io/v1", "admission.k8s.io/v1beta1"),
+                StatusCode::BAD_REQUEST,
+                "only admission.k8s.io/v1",
+            ),
+            (
+                "no uid",
+                "POST",
+                "/mutate",
+                json,
+                replaced(review(), "\"uid\":\"u-1\"", "\"uid\":\"\""),
+                StatusCode::BAD_REQUEST,
+                "no uid",
+            ),
+            (
+                "no request",
+                "POST",
+                "/mutate",
+                json,
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+                StatusCode::BAD_REQUEST,
+                "no request",
+            ),
+            (
                 "a forged namespace",
                 "POST",
                 "/mutate",
@@ -512,7 +563,7 @@ mod tests {
         let (_, metrics) = call(&state, "GET", "/metrics", None, Vec::new()).await;
         for line in [
             "pullsecret_injector_admission_requests_total{outcome=\"patched\"} 2",
-            "pullsecret_injector_admission_requests_total{outcome=\"rejected\"} 4",
+            "pullsecret_injector_admission_requests_total{outcome=\"rejected\"} 10",
             "pullsecret_injector_injections_total{registry=\"gcp\"} 2",
         ] {
             assert!(metrics.contains(line), "no {line:?} in {metrics}");
