@@ -282,7 +282,7 @@ async fn ensure_secrets(
                 warnings,
                 image_warning(
                     "",
-                    &required.image,
+                    required.image,
                     &format!(
                         " may fail to pull: Secret {secret:?} is not in this Pod's imagePullSecrets"
                     ),
