@@ -28,10 +28,17 @@ pub const DEFAULT_PROVISIONING_BUDGET: Duration = Duration::from_secs(2);
 /// The API server's webhook timeout is at most 30 s; the budget must leave time to answer.
 const MAX_PROVISIONING_BUDGET: Duration = Duration::from_secs(25);
 
+/// Namespaces the webhook never writes a Secret into and never patches a Pod in, whatever the
+/// config says: the control plane's own.
+pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-node-lease"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub registries: Vec<Registry>,
+    /// Always includes [`SYSTEM_NAMESPACES`].
     pub skip_namespaces: Vec<String>,
+    /// Opt-in: when set, only namespaces whose labels match it get Secrets and patches.
+    pub namespace_selector: Option<kube::core::Selector>,
     pub opt_out: OptOut,
     pub failure_mode: FailureMode,
     pub provisioning: Provisioning,
@@ -210,6 +217,8 @@ struct RawConfig {
     registries: Vec<RawRegistry>,
     skip_namespaces: Option<Vec<String>>,
     #[serde(default)]
+    namespace_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    #[serde(default)]
     opt_out: Option<RawOptOut>,
     #[serde(default)]
     failure_mode: FailureMode,
@@ -267,11 +276,27 @@ impl Config {
     pub fn empty() -> Self {
         Self {
             registries: Vec::new(),
-            skip_namespaces: Vec::new(),
+            skip_namespaces: SYSTEM_NAMESPACES.map(str::to_owned).to_vec(),
+            namespace_selector: None,
             opt_out: OptOut::default(),
             failure_mode: FailureMode::default(),
             provisioning: Provisioning::default(),
         }
+    }
+
+    /// Whether the webhook may act in a namespace with these labels: not skipped, and selected
+    /// when an opt-in selector is set.
+    pub fn namespace_is_eligible(
+        &self,
+        namespace: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        use kube::core::SelectorExt as _;
+        !self.skip_namespaces.iter().any(|ns| ns == namespace)
+            && self
+                .namespace_selector
+                .as_ref()
+                .is_none_or(|selector| selector.matches(labels))
     }
 
     /// The registry entry with this name.
@@ -407,9 +432,7 @@ impl RawConfig {
             });
         }
 
-        let skip_namespaces = self
-            .skip_namespaces
-            .unwrap_or_else(|| vec!["kube-system".into(), "kube-node-lease".into()]);
+        let mut skip_namespaces = self.skip_namespaces.unwrap_or_default();
         for (i, ns) in skip_namespaces.iter().enumerate() {
             if !is_dns_label(ns) {
                 error(
@@ -418,6 +441,21 @@ impl RawConfig {
                 );
             }
         }
+        for system in SYSTEM_NAMESPACES {
+            if !skip_namespaces.iter().any(|ns| ns == system) {
+                skip_namespaces.push(system.to_owned());
+            }
+        }
+        let namespace_selector = match self.namespace_selector {
+            None => None,
+            Some(selector) => match kube::core::Selector::try_from(selector) {
+                Ok(selector) => Some(selector),
+                Err(problem) => {
+                    error("namespaceSelector".into(), problem.to_string());
+                    None
+                }
+            },
+        };
 
         let opt_out = match self.opt_out {
             None => OptOut::default(),
@@ -466,6 +504,7 @@ impl RawConfig {
         Ok(Config {
             registries,
             skip_namespaces,
+            namespace_selector,
             opt_out,
             failure_mode: self.failure_mode,
             provisioning,
@@ -703,5 +742,54 @@ provisioning: { budget: 1500ms }
         ] {
             assert_eq!(is_qualified_name(key), ok, "{key}");
         }
+    }
+
+    #[test]
+    fn eligibility_follows_the_skip_list_and_the_opt_in_selector() {
+        let labels = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let open = Config::from_yaml_str(
+            "registries:\n- {name: gcp, preset: gcp, secretName: gcr-pull}\nskipNamespaces: [psi]\n",
+        )
+        .expect("config");
+        let opt_in = Config::from_yaml_str(
+            "registries:\n- {name: gcp, preset: gcp, secretName: gcr-pull}\nnamespaceSelector:\n  matchLabels: {pullsecret-injector.io/inject: enabled}\n  matchExpressions:\n  - {key: tier, operator: NotIn, values: [system]}\n",
+        )
+        .expect("config");
+        let enabled = labels(&[("pullsecret-injector.io/inject", "enabled")]);
+        let cases = [
+            (&open, "team-a", labels(&[]), true),
+            (&open, "psi", labels(&[]), false),
+            (&open, "kube-system", labels(&[]), false),
+            (&open, "kube-node-lease", labels(&[]), false),
+            (&opt_in, "team-a", labels(&[]), false),
+            (&opt_in, "team-a", enabled.clone(), true),
+            (&opt_in, "kube-system", enabled.clone(), false),
+            (
+                &opt_in,
+                "team-a",
+                labels(&[
+                    ("pullsecret-injector.io/inject", "enabled"),
+                    ("tier", "system"),
+                ]),
+                false,
+            ),
+        ];
+        for (config, namespace, labels, eligible) in cases {
+            assert_eq!(
+                config.namespace_is_eligible(namespace, &labels),
+                eligible,
+                "{namespace} {labels:?}"
+            );
+        }
+        let bad = Config::from_yaml_str(
+            "registries:\n- {name: gcp, preset: gcp, secretName: gcr-pull}\nnamespaceSelector:\n  matchExpressions:\n  - {key: tier, operator: Near, values: [a]}\n",
+        )
+        .expect_err("bad operator");
+        assert_eq!(bad.field_errors()[0].field, "namespaceSelector", "{bad}");
     }
 }
