@@ -312,6 +312,12 @@ async fn ensure_secrets(
                     );
                 }
             }
+            EnsureOutcome::NotEligible { reason } => {
+                push_warning(
+                    warnings,
+                    format!("pull Secret {secret:?} is not provisioned here: {reason}"),
+                );
+            }
             EnsureOutcome::Pending { reason } => {
                 push_warning(
                     warnings,

@@ -4,6 +4,7 @@
 
 pub(crate) mod credentials;
 pub mod gcp_auth;
+mod namespaces;
 pub(crate) mod provisioner;
 
 pub use provisioner::{KubePullSecrets, ProvisionerOptions};
@@ -35,6 +36,9 @@ pub enum EnsureOutcome {
     NotManaged,
     /// Dry run: nothing was written.
     DryRun,
+    /// The namespace does not exist (as far as the namespace watch knows), is terminating, or is
+    /// not eligible under the config: nothing is written there and nothing is remembered of it.
+    NotEligible { reason: String },
     /// A Secret of that name exists and is not ours: it is referenced and left untouched. `first_time`
     /// is true only the first time this (namespace, Secret) is seen, so the user is warned once.
     Foreign { first_time: bool },
@@ -57,6 +61,26 @@ pub trait PullSecrets: Send + Sync + 'static {
     /// The config now serving: called at start and after every successful reload, so the component can
     /// follow new registries and credential sources. Must not block.
     fn on_config(&self, _config: Arc<Config>) {}
+
+    /// Whether it can answer: the readiness probe waits for it.
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+/// A Kubernetes client error in a log line or a warning: the API's status code, reason and
+/// message, or the kind of failure. Never a response body: kube's decode errors can quote it.
+pub(crate) fn describe_kube_error(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} {}: {}", status.code, status.reason, status.message)
+        }
+        kube::Error::SerdeError(_) => "the API server's answer could not be read".to_owned(),
+        kube::Error::HyperError(error) => format!("connection to the API server failed: {error}"),
+        kube::Error::Service(error) => format!("request to the API server failed: {error}"),
+        kube::Error::HttpError(error) => format!("invalid request: {error}"),
+        _ => "request to the API server failed".to_owned(),
+    }
 }
 
 /// Makes no API call: every registry counts as not managed. Used by the offline preview, and by

@@ -9,13 +9,21 @@
 //! - A metadata-only watch per Secret name (cluster-wide, `fieldSelector=metadata.name=...`, which RBAC
 //!   can restrict to the managed names) brings deleted Secrets back and finds stale ones after a rotation.
 //!
+//! - A Secret is written only into a namespace that the namespace watch has seen, that is not
+//!   terminating and that the config makes eligible. What is remembered is bounded by the
+//!   namespaces that exist: a deleted namespace is forgotten.
+//! - Only Secrets of type `kubernetes.io/dockerconfigjson` are read, listed by name and type: a
+//!   Secret of a managed name but another type is never read into memory, nor written.
+//!
 //! API calls and the verbs they use (the chart's RBAC follows this list; the tests fail on any other):
-//! `get`, `create`, `patch` (server-side apply) on `secrets` in the Pod's namespace, by name; `list` and
-//! `watch` on `secrets` in all namespaces with `fieldSelector=metadata.name=<managed name>`.
+//! `create` and `patch` (server-side apply) on `secrets` in the Pod's namespace; `list` on `secrets`
+//! in the Pod's namespace with `fieldSelector=metadata.name=<managed name>,type=<dockerconfigjson>`;
+//! `list` and `watch` on `secrets` in all namespaces with `fieldSelector=metadata.name=<managed
+//! name>`; `list` and `watch` on `namespaces`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -23,8 +31,8 @@ use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::api::{Api, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +40,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, CredentialSource, GcpKeyMode, Registry};
 use crate::provisioning::credentials::{self, ContentHash, DockerConfig};
 use crate::provisioning::gcp_auth::{self, HttpClient, ServiceAccountKey, TokenSource};
-use crate::provisioning::{EnsureOutcome, EnsureRequest, PullSecrets};
+use crate::provisioning::namespaces::{
+    NamespaceEvents, Namespaces, Standing, describe_watch_error,
+};
+use crate::provisioning::{EnsureOutcome, EnsureRequest, PullSecrets, describe_kube_error};
 use crate::serving::metrics::{Metrics, ReloadResult};
 use crate::serving::reload::{parent_dir, watch_dirs};
 
@@ -110,7 +121,8 @@ enum FlightState {
     Ready,
     /// Not ours. The first waiter to read the flag warns the user.
     Foreign(Arc<AtomicBool>),
-    /// Will not be retried (the namespace is gone or terminating).
+    /// Will not be retried (the namespace is gone, terminating or not eligible; or the API
+    /// answered 403).
     GaveUp(String),
 }
 
@@ -124,6 +136,7 @@ type FlightKey = (String, String); // (Secret name, namespace)
 
 struct Inner {
     client: kube::Client,
+    namespaces: Namespaces,
     options: ProvisionerOptions,
     metrics: Arc<Metrics>,
     config: watch::Sender<Arc<Config>>,
@@ -155,10 +168,12 @@ pub struct KubePullSecrets {
 
 #[derive(Debug, thiserror::Error)]
 enum ReconcileError {
+    /// Worth retrying: a server error, a timeout, the network.
     #[error("{0}")]
     Api(String),
+    /// Not worth retrying: the namespace is gone or terminating, or the API refused (403).
     #[error("{0}")]
-    Gone(String),
+    Final(String),
 }
 
 enum Reconciled {
@@ -169,12 +184,24 @@ enum Reconciled {
 }
 
 impl KubePullSecrets {
+    /// How many (Secret, namespace) states the provisioner remembers: bounded by the namespaces
+    /// that exist.
+    pub fn remembered_states(&self) -> usize {
+        self.inner.known_count()
+    }
+
     /// Starts the background work (credential loading, watches, rewrites). Call [`PullSecrets::on_config`]
     /// with the config to serve; the app does so at start and after every reload.
     pub fn start(client: kube::Client, metrics: Arc<Metrics>, options: ProvisionerOptions) -> Self {
         let (config, config_rx) = watch::channel(Arc::new(Config::empty()));
         let (queue, queue_rx) = mpsc::unbounded_channel();
-        let inner = Arc::new(Inner {
+        let shutdown = CancellationToken::new();
+        let inner = Arc::new_cyclic(|inner| Inner {
+            namespaces: Namespaces::start(
+                client.clone(),
+                Arc::new(Forget(inner.clone())),
+                shutdown.clone(),
+            ),
             client,
             options,
             metrics,
@@ -186,7 +213,7 @@ impl KubePullSecrets {
             queue,
             tokens: Mutex::new(HashMap::new()),
             http: HttpClient::new().map_err(|e| e.to_string()),
-            shutdown: CancellationToken::new(),
+            shutdown,
         });
         tokio::spawn(supervise(inner.clone(), config_rx));
         tokio::spawn(rewrite_worker(inner.clone(), queue_rx));
@@ -232,6 +259,27 @@ impl PullSecrets for KubePullSecrets {
 
     fn on_config(&self, config: Arc<Config>) {
         self.inner.config.send_replace(config);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.namespaces.is_ready()
+    }
+}
+
+/// Forgets what the provisioner knows of namespaces that are gone.
+struct Forget(Weak<Inner>);
+
+impl NamespaceEvents for Forget {
+    fn deleted(&self, namespace: &str) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.forget_namespaces(|name| name == namespace);
+        }
+    }
+
+    fn relisted(&self, existing: &dyn Fn(&str) -> bool) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.forget_namespaces(|name| !existing(name));
+        }
     }
 }
 
@@ -286,10 +334,37 @@ impl Inner {
         }
     }
 
+    /// Forgets every Secret state of the namespaces `gone` names.
+    fn forget_namespaces(&self, gone: impl Fn(&str) -> bool) {
+        if let Ok(mut known) = self.known.write() {
+            for namespaces in known.values_mut() {
+                namespaces.retain(|namespace, _| !gone(namespace));
+            }
+        }
+    }
+
+    /// How many (Secret, namespace) states are remembered.
+    fn known_count(&self) -> usize {
+        self.known
+            .read()
+            .map(|known| known.values().map(HashMap::len).sum())
+            .unwrap_or(0)
+    }
+
     async fn ensure(self: &Arc<Self>, request: EnsureRequest<'_>) -> EnsureOutcome {
         let registry = request.registry;
         if registry.credentials.is_none() {
             return EnsureOutcome::NotManaged;
+        }
+        // Whatever a review says, nothing is written into (or remembered of) a namespace that the
+        // watch has not seen, that is terminating, or that the config leaves out.
+        let config = self.config.borrow().clone();
+        if let Standing::Ineligible(reason) = self
+            .namespaces
+            .standing(request.namespace, &config, request.budget)
+            .await
+        {
+            return EnsureOutcome::NotEligible { reason };
         }
         let secret = registry.secret_name.as_str();
         let content = match self.content(&registry.name) {
@@ -373,9 +448,20 @@ impl Inner {
     /// Reconciles one (Secret, namespace), retrying with backoff until it is ready, foreign or gone.
     async fn run_flight(self: Arc<Self>, key: FlightKey, state: watch::Sender<FlightState>) {
         let (secret, namespace) = &key;
-        let mut delay = self.options.retry_initial;
+        let mut delays = self.retry_delays();
         loop {
             let config = self.config.borrow().clone();
+            let standing = self.namespaces.standing_now(namespace, &config);
+            if standing != Some(Standing::Eligible) {
+                let reason = match standing {
+                    Some(Standing::Ineligible(reason)) => reason,
+                    _ => format!("namespace {namespace} does not exist"),
+                };
+                self.set_known(secret, namespace, None);
+                tracing::info!(namespace = %namespace, secret = %secret, %reason, "not provisioning");
+                state.send_replace(FlightState::GaveUp(reason));
+                break;
+            }
             let Some(registry) = config
                 .registries
                 .iter()
@@ -419,26 +505,37 @@ impl Inner {
                     state.send_replace(FlightState::Ready);
                     break;
                 }
-                Err(ReconcileError::Gone(reason)) => {
+                Err(ReconcileError::Final(reason)) => {
                     self.set_known(secret, namespace, None);
-                    tracing::info!(namespace = %namespace, secret = %secret, %reason, "not provisioning: namespace is gone");
+                    tracing::warn!(namespace = %namespace, secret = %secret, %reason, "not provisioning; not retried");
                     state.send_replace(FlightState::GaveUp(reason));
                     break;
                 }
                 Err(ReconcileError::Api(reason)) => {
+                    let delay = delays.next().unwrap_or(self.options.retry_max);
                     tracing::warn!(namespace = %namespace, secret = %secret, %reason, retry_in = ?delay, "pull Secret not ready; retrying");
                     state.send_replace(FlightState::Trying(Some(reason)));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => break,
+                    }
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(jitter(delay)) => {}
-                () = self.shutdown.cancelled() => break,
-            }
-            delay = (delay * 2).min(self.options.retry_max);
         }
         if let Ok(mut flights) = self.flights.lock() {
             flights.remove(&key);
         }
+    }
+
+    /// Exponential backoff with jitter, from `retry_initial` up to `retry_max`, without end.
+    fn retry_delays(&self) -> impl Iterator<Item = Duration> + use<> {
+        use backon::BackoffBuilder as _;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.options.retry_initial)
+            .with_max_delay(self.options.retry_max)
+            .with_jitter()
+            .without_max_times()
+            .build()
     }
 
     async fn reconcile(
@@ -449,10 +546,24 @@ impl Inner {
     ) -> Result<Reconciled, ReconcileError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let name = registry.secret_name.as_str();
+        // Listed by name and type: a Secret of this name but another type is never read.
+        let by_name_and_type =
+            ListParams::default().fields(&format!("metadata.name={name},type={SECRET_TYPE}"));
+        let mut create_conflicted = false;
         // A few rounds absorb races (another replica creating it, someone editing it meanwhile).
         for _ in 0..4 {
-            let existing = api.get_opt(name).await.map_err(|e| classify(&e, "read"))?;
+            let existing = api
+                .list(&by_name_and_type)
+                .await
+                .map_err(|e| classify(&e, "read"))?
+                .items
+                .into_iter()
+                .next();
             let Some(existing) = existing else {
+                if create_conflicted {
+                    // The name is taken by a Secret of another type: not ours, left unread.
+                    return Ok(Reconciled::Foreign);
+                }
                 let secret = desired_secret(registry, content, None);
                 let params = PostParams {
                     field_manager: Some(FIELD_MANAGER.into()),
@@ -463,7 +574,10 @@ impl Inner {
                         self.metrics.secret_write(&registry.name, "create", true);
                         return Ok(Reconciled::Created);
                     }
-                    Err(error) if status_code(&error) == Some(409) => continue,
+                    Err(error) if status_code(&error) == Some(409) => {
+                        create_conflicted = true;
+                        continue;
+                    }
                     Err(error) => {
                         self.metrics.secret_write(&registry.name, "create", false);
                         return Err(classify(&error, "create"));
@@ -629,11 +743,11 @@ impl Inner {
             }
         };
         let mut expires_at: Option<SystemTime> = None;
-        let mut delay = self.options.retry_initial;
+        let mut delays = self.retry_delays();
         loop {
             let next = match source.fetch(http).await {
                 Ok(token) => {
-                    delay = self.options.retry_initial;
+                    delays = self.retry_delays();
                     let content = credentials::render_basic(
                         &registry.hosts,
                         gcp_auth::REGISTRY_USERNAME,
@@ -651,10 +765,9 @@ impl Inner {
                     self.metrics.token_refresh_failure(&registry.name);
                     let remaining = expires_at
                         .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default());
+                    let delay = delays.next().unwrap_or(self.options.retry_max);
                     tracing::error!(registry = %registry.name, %error, current_token_expires_in = ?remaining, retry_in = ?delay, "access token refresh failed");
-                    let retry = SystemTime::now() + jitter(delay);
-                    delay = (delay * 2).min(self.options.retry_max);
-                    retry
+                    SystemTime::now() + delay
                 }
             };
             // Sleep until the next refresh, keeping the remaining-lifetime gauge current meanwhile.
@@ -825,7 +938,8 @@ async fn supervise(inner: Arc<Inner>, mut config_rx: watch::Receiver<Arc<Config>
 async fn watch_secret(inner: Arc<Inner>, name: String) {
     let api: Api<PartialObjectMeta<Secret>> = Api::all(inner.client.clone());
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher::watcher(api, config).boxed();
+    // kube-runtime's backoff: a dead API server is retried ever more slowly, not hammered.
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
     loop {
         let event = tokio::select! {
             event = events.next() => event,
@@ -841,10 +955,7 @@ async fn watch_secret(inner: Arc<Inner>, name: String) {
             }
             Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
             Some(Err(error)) => {
-                // The watcher re-lists by itself; pause so a dead API server is not hammered.
-                tracing::warn!(secret = %name, %error, "watch of managed Secrets failed; retrying");
-                tokio::time::sleep(inner.options.retry_initial.max(Duration::from_millis(500)))
-                    .await;
+                tracing::warn!(secret = %name, error = %describe_watch_error(&error), "watch of managed Secrets failed; retrying with backoff");
             }
         }
     }
@@ -970,27 +1081,20 @@ fn status_code(error: &kube::Error) -> Option<u16> {
     }
 }
 
-/// A namespace that is gone or terminating is final; anything else is retried.
+/// A namespace that is gone or terminating, and a refusal (403), are final; anything else is
+/// retried. Described by status and reason, never by a response body.
 fn classify(error: &kube::Error, action: &str) -> ReconcileError {
+    let described = format!("{action} failed: {}", describe_kube_error(error));
     if let kube::Error::Api(status) = error {
-        let terminating = status.message.contains("being terminated");
         let namespace_missing = status.code == 404
             && status
                 .details
                 .as_ref()
                 .is_some_and(|d| d.kind == "namespaces");
-        if terminating || namespace_missing {
-            return ReconcileError::Gone(status.message.clone());
+        if status.code == 403 || namespace_missing {
+            return ReconcileError::Final(described);
         }
-        return ReconcileError::Api(format!(
-            "{action} failed: {} {}: {}",
-            status.code, status.reason, status.message
-        ));
     }
-    ReconcileError::Api(format!("{action} failed: {error}"))
+    ReconcileError::Api(described)
 }
 
-/// ±20 % so retries of many namespaces do not arrive together.
-fn jitter(delay: Duration) -> Duration {
-    delay.mul_f64(1.0 + 2.0 * gcp_auth::random_jitter())
-}
