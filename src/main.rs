@@ -74,6 +74,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let mut options = ServeOptions::new(args.config, args.tls_dir, args.listen, pull_secrets);
     options.metrics = metrics;
     options.metrics_listen = args.metrics_listen;
+    options.client_ca_file = args.client_ca_file;
     options.server = ServerOptions {
         header_read_timeout: args.header_read_timeout,
         drain_timeout: args.shutdown_timeout,

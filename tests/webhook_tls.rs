@@ -396,3 +396,58 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
         "the silent connection ends: {read:?}"
     );
 }
+
+/// With a client CA, only a client presenting a certificate that chains to it is served: one from
+/// another CA, or none, is refused in the handshake. The plain-HTTP port still answers probes.
+#[tokio::test]
+async fn a_client_ca_admits_only_clients_with_its_certificates() {
+    use pullsecret_injector::cli::devcerts::DevCa;
+    let api_server_ca = DevCa::generate().expect("CA");
+    let other_ca = DevCa::generate().expect("CA");
+    let server = TestServer::start_with(TestOptions {
+        client_ca_pem: Some(api_server_ca.cert_pem().to_owned()),
+        ..TestOptions::new(
+            GCP_CONFIG,
+            Arc::new(pullsecret_injector::provisioning::ReferenceOnly),
+        )
+    })
+    .await;
+    let (cert, key) = api_server_ca
+        .issue_client("kube-apiserver")
+        .expect("client cert");
+    let mut conn = server
+        .client
+        .with_identity(&cert, &key)
+        .connect()
+        .await
+        .expect("the API server's certificate is accepted");
+    assert_eq!(
+        conn.review(fixture("pod-create-direct.json")).await.status,
+        200
+    );
+
+    let (stranger_cert, stranger_key) = other_ca.issue_client("stranger").expect("cert");
+    for (name, client) in [
+        (
+            "no certificate",
+            support::TlsClient::new(server.app.local_addr(), server.ca.cert_pem()),
+        ),
+        (
+            "another CA's certificate",
+            server.client.with_identity(&stranger_cert, &stranger_key),
+        ),
+    ] {
+        let refused = match client.connect().await {
+            Err(_) => true,
+            // TLS 1.3 finishes the client's side before the server checks its certificate: the
+            // first request then fails.
+            Ok(mut conn) => conn
+                .send("GET", "/healthz", None, Vec::new())
+                .await
+                .is_err(),
+        };
+        assert!(refused, "{name}: served");
+    }
+    let addr = server.app.metrics_addr().expect("metrics port");
+    assert_eq!(support::plain_get(addr, "/readyz").await.0, 200);
+}

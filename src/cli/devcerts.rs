@@ -96,6 +96,23 @@ impl DevCa {
     }
 }
 
+impl DevCa {
+    /// Issues a client certificate, as the API server presents to a webhook that asks for one:
+    /// (cert PEM, key PEM).
+    pub fn issue_client(&self, common_name: &str) -> Result<(String, String), DevCertError> {
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let issuer = Issuer::new(self.params.clone(), &self.key);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
 /// Makes a new CA and a serving certificate for `names` (DNS names or IP addresses).
 pub fn generate(names: &[String], common_name: &str) -> Result<DevCerts, DevCertError> {
     let ca = DevCa::generate()?;

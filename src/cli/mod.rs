@@ -72,6 +72,11 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:8443"
     )]
     pub listen: SocketAddr,
+    /// Require every client of the HTTPS port to present a certificate that chains to the CA
+    /// certificates in this PEM file (the API server presents one when its AdmissionConfiguration
+    /// gives it a kubeconfig for the webhook). The kubelet's probes then need the plain-HTTP port.
+    #[arg(long, env = "PULLSECRET_INJECTOR_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
     /// Optional plain-HTTP address serving only /metrics, /healthz and /readyz.
     #[arg(long, env = "PULLSECRET_INJECTOR_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,

@@ -126,7 +126,9 @@ impl Namespaces {
         })
         .await;
         appeared.unwrap_or_else(|_| {
-            Standing::Ineligible(format!("namespace {name} does not exist (not seen by the namespace watch)"))
+            Standing::Ineligible(format!(
+                "namespace {name} does not exist (not seen by the namespace watch)"
+            ))
         })
     }
 }

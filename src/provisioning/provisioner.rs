@@ -1097,4 +1097,3 @@ fn classify(error: &kube::Error, action: &str) -> ReconcileError {
     }
     ReconcileError::Api(described)
 }
-

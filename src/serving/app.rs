@@ -40,6 +40,9 @@ pub struct ServeOptions {
     pub tls_dir: PathBuf,
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
+    /// When set, clients must present a certificate that chains to this CA (the API server can,
+    /// through its AdmissionConfiguration); off by default.
+    pub client_ca_file: Option<PathBuf>,
     pub server: ServerOptions,
     pub bodies: BodyLimits,
     /// Backs up the file watch: files are re-checked at least this often.
@@ -60,6 +63,7 @@ impl ServeOptions {
             tls_dir,
             listen,
             metrics_listen: None,
+            client_ca_file: None,
             server: ServerOptions::default(),
             bodies: BodyLimits::default(),
             reload_poll: Duration::from_secs(30),
@@ -169,7 +173,8 @@ impl App {
         let cert = ReloadingCert::load(&options.tls_dir)?;
         metrics.certificate_reload(ReloadResult::Success);
         readiness.set_certificate_loaded();
-        let tls = crate::serving::tls::server_config(cert.clone())?;
+        let tls =
+            crate::serving::tls::server_config(cert.clone(), options.client_ca_file.as_deref())?;
 
         let state = AppState {
             config: live_config.shared(),

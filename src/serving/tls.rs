@@ -34,6 +34,33 @@ pub enum TlsError {
     },
     #[error("cannot build the TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    #[error("{path} holds no usable PEM CA certificate for client authentication: {detail}")]
+    ClientCa { path: PathBuf, detail: String },
+}
+
+/// Requires a client certificate that chains to a CA certificate in `path`.
+fn client_verifier(
+    path: &Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let bad = |detail: String| TlsError::ClientCa {
+        path: path.to_owned(),
+        detail,
+    };
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no CERTIFICATE block".into()));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+        .build()
+        .map_err(|e| bad(e.to_string()))
 }
 
 pub fn crypto_provider() -> Arc<CryptoProvider> {
@@ -115,12 +142,19 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
-/// TLS 1.2 and 1.3, HTTP/1.1 only: the API server calls webhooks over HTTP/1.1.
-pub fn server_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(cert);
+/// TLS 1.2 and 1.3, HTTP/1.1 only: the API server calls webhooks over HTTP/1.1. With `client_ca`,
+/// every client must present a certificate that chains to one of its CA certificates.
+pub fn server_config(
+    cert: Arc<ReloadingCert>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
+    };
+    let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

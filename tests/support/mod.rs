@@ -103,6 +103,8 @@ pub struct TestOptions {
     pub max_body_bytes: Option<usize>,
     /// Shared with a provisioner so its metrics show on the server's /metrics.
     pub metrics: Option<Arc<pullsecret_injector::serving::Metrics>>,
+    /// PEM CA certificates clients must chain to (client certificate authentication).
+    pub client_ca_pem: Option<String>,
 }
 
 impl TestOptions {
@@ -116,6 +118,7 @@ impl TestOptions {
             },
             max_body_bytes: None,
             metrics: None,
+            client_ca_pem: None,
         }
     }
 }
@@ -153,6 +156,11 @@ impl TestServer {
         serve.reload_poll = Duration::from_secs(3600);
         if let Some(metrics) = options.metrics {
             serve.metrics = metrics;
+        }
+        if let Some(pem) = &options.client_ca_pem {
+            let path = temp.path().join("client-ca.crt");
+            std::fs::write(&path, pem).expect("write client CA");
+            serve.client_ca_file = Some(path);
         }
         if let Some(max) = options.max_body_bytes {
             serve.bodies.max_body_bytes = max;

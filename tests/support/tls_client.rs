@@ -18,6 +18,8 @@ use tokio_rustls::client::TlsStream;
 pub struct TlsClient {
     addr: SocketAddr,
     roots: Arc<RootCertStore>,
+    /// A client certificate and key (PEM) to present, for servers that ask for one.
+    identity: Option<(String, String)>,
 }
 
 pub struct Connection {
@@ -55,18 +57,40 @@ impl TlsClient {
         Self {
             addr,
             roots: Arc::new(roots),
+            identity: None,
+        }
+    }
+
+    /// The same client presenting a client certificate (PEM cert and key).
+    pub fn with_identity(&self, cert_pem: &str, key_pem: &str) -> Self {
+        Self {
+            addr: self.addr,
+            roots: self.roots.clone(),
+            identity: Some((cert_pem.to_owned(), key_pem.to_owned())),
         }
     }
 
     /// Opens a verified TLS connection offering `alpn`.
     pub async fn tls_stream(&self, alpn: &[&[u8]]) -> std::io::Result<TlsStream<TcpStream>> {
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("versions")
-        .with_root_certificates(self.roots.clone())
-        .with_no_client_auth();
+        .with_root_certificates(self.roots.clone());
+        let mut config = match &self.identity {
+            None => config.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("client cert PEM");
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+                    .expect("client key PEM");
+                config
+                    .with_client_auth_cert(chain, key)
+                    .expect("client identity")
+            }
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let connector = TlsConnector::from(Arc::new(config));
         let tcp = TcpStream::connect(self.addr).await?;
