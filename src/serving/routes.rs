@@ -80,6 +80,8 @@ pub struct AppState {
 /// The bytes of request bodies in flight, shared by all connections.
 pub struct BodyBudget {
     limits: BodyLimits,
+    /// One body of the largest size always fits.
+    total: usize,
     bytes: Arc<Semaphore>,
 }
 
@@ -88,16 +90,14 @@ impl BodyBudget {
         let total = limits.max_bytes_in_flight.max(limits.max_body_bytes);
         Self {
             limits,
+            total,
             bytes: Arc::new(Semaphore::new(total)),
         }
     }
 
     /// Bytes that bodies in flight hold now.
     pub fn bytes_in_flight(&self) -> usize {
-        self.limits
-            .max_bytes_in_flight
-            .max(self.limits.max_body_bytes)
-            - self.bytes.available_permits()
+        self.total - self.bytes.available_permits()
     }
 }
 
