@@ -589,3 +589,36 @@ mod decision_table {
         assert!(decision.patch().is_none());
     }
 }
+
+/// A namespace where the provisioner will not write still gets the patch the rules give, with a
+/// warning that says why the Secret is not there.
+#[tokio::test]
+async fn an_ineligible_namespace_gets_the_patch_and_a_warning() {
+    struct NotHere;
+    impl PullSecrets for NotHere {
+        fn ensure<'a>(
+            &'a self,
+            _request: EnsureRequest<'a>,
+        ) -> futures::future::BoxFuture<'a, EnsureOutcome> {
+            Box::pin(std::future::ready(EnsureOutcome::NotEligible {
+                reason: "namespace team-a does not exist".into(),
+            }))
+        }
+    }
+    let answer = review(
+        &review_json("CREATE", "pods", None, gcr_pod()),
+        &config(),
+        &NotHere,
+        None,
+    )
+    .await
+    .expect("review");
+    assert_eq!(answer.outcome, Outcome::Patched);
+    assert!(answer.patch.is_some());
+    assert!(
+        answer.warnings.iter().any(|w| w
+            == "pullsecret-injector: pull Secret \"gcr-pull\" is not provisioned here: namespace team-a does not exist"),
+        "{:?}",
+        answer.warnings
+    );
+}
