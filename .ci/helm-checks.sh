@@ -340,6 +340,15 @@ expect_failure "ServiceMonitor without the metrics port" "needs metrics.enabled=
   "${KEY[@]}" --set metrics.enabled=false --set metrics.serviceMonitor.enabled=true
 expect_failure "preStop sleep as long as the grace period" "must be less than terminationGracePeriodSeconds" \
   "${KEY[@]}" --set preStopSleepSeconds=30
+expect_failure "namespaceSelector with an unknown operator" "/namespaceSelector/matchExpressions/0/operator|'In', 'NotIn', 'Exists', 'DoesNotExist'" \
+  "${KEY[@]}" -f /dev/stdin <<<'namespaceSelector: {matchExpressions: [{key: team, operator: Near, values: [a]}]}'
+expect_failure "namespaceSelector In without values" "namespaceSelector.matchExpressions[0] (key \"team\"): operator In needs a non-empty values list" \
+  "${KEY[@]}" -f /dev/stdin <<<'namespaceSelector: {matchExpressions: [{key: team, operator: In}]}'
+expect_failure "namespaceSelector Exists with values" "operator Exists takes no values" \
+  "${KEY[@]}" -f /dev/stdin <<<'namespaceSelector: {matchExpressions: [{key: team, operator: Exists, values: [a]}]}'
+expect_failure "webhook.namespaceSelector.optIn against namespaceSelector.matchLabels" \
+  "optIn=true selects pullsecret-injector.io/inject=enabled|sets pullsecret-injector.io/inject=\"off\"" \
+  "${KEY[@]}" --set webhook.namespaceSelector.optIn=true -f /dev/stdin <<<'namespaceSelector: {matchLabels: {pullsecret-injector.io/inject: "off"}}'
 
 # ---------------------------------------------------------------------------------------------
 # 5a. kubectl apply --dry-run=client against the discovery-only fake API server

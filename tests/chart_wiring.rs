@@ -20,6 +20,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -712,6 +713,177 @@ fn namespace_selector_excludes_system_and_release_namespaces() {
             "ConfigMap: skipNamespaces {skip_ns:?} does not contain the release namespace {release_ns:?}"
         );
     }
+    p.finish();
+}
+
+/// Label sets that probe a selector: one that meets every requirement it states (matchLabels, In
+/// with its first value, Exists) and, for each requirement, one that breaks just that requirement.
+fn probe_label_sets(selector: &LabelSelector) -> Vec<BTreeMap<String, String>> {
+    let labels = selector.match_labels.clone().unwrap_or_default();
+    let exprs = selector.match_expressions.clone().unwrap_or_default();
+    let mut meets = labels.clone();
+    for e in &exprs {
+        let first = e.values.iter().flatten().next().cloned();
+        match (e.operator.as_str(), first) {
+            ("In", Some(v)) => {
+                meets.insert(e.key.clone(), v);
+            }
+            ("Exists", _) => {
+                meets.insert(e.key.clone(), "x".into());
+            }
+            _ => {}
+        }
+    }
+    let mut sets = vec![BTreeMap::new(), meets.clone()];
+    for key in labels.keys() {
+        let mut broken = meets.clone();
+        broken.remove(key);
+        sets.push(broken);
+    }
+    for e in &exprs {
+        let mut broken = meets.clone();
+        match e.operator.as_str() {
+            "In" | "Exists" => {
+                broken.remove(&e.key);
+            }
+            // A value the NotIn lists, or the label DoesNotExist forbids.
+            _ => {
+                let v = e.values.iter().flatten().next().cloned();
+                broken.insert(e.key.clone(), v.unwrap_or_else(|| "x".into()));
+            }
+        }
+        sets.push(broken);
+    }
+    sets
+}
+
+/// The webhook's namespaceSelector and the binary's config (skipNamespaces, namespaceSelector) are
+/// rendered from the same values and must select the same namespaces: read the config with the
+/// binary's own parser, split the webhook's selector into its `kubernetes.io/metadata.name NotIn`
+/// skip list and the rest, compare both halves, then compare the two decisions on probe namespaces.
+#[test]
+fn config_and_webhook_select_the_same_namespaces() {
+    const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+    let mut p = Problems::default();
+    let mut opt_in_modes = 0;
+    for g in Golden::all() {
+        let m = g.mode;
+        let config = match pullsecret_injector::config::Config::from_yaml_str(&g.config_text()) {
+            Ok(config) => config,
+            Err(err) => {
+                check!(
+                    p,
+                    m,
+                    false,
+                    "ConfigMap config.yaml is rejected by the binary: {err}"
+                );
+                continue;
+            }
+        };
+        let mwc: MutatingWebhookConfiguration = g.one("MutatingWebhookConfiguration");
+        for hook in mwc.webhooks.unwrap_or_default() {
+            let n = &hook.name;
+            let Some(selector) = hook.namespace_selector.clone() else {
+                check!(p, m, false, "webhook {n}: no namespaceSelector");
+                continue;
+            };
+            let (skips, rest): (Vec<_>, Vec<_>) = selector
+                .match_expressions
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .partition(|e| e.key == NAME_LABEL && e.operator == "NotIn");
+            let webhook_skips: BTreeSet<String> = skips
+                .into_iter()
+                .flat_map(|e| e.values.unwrap_or_default())
+                .collect();
+            let config_skips: BTreeSet<String> = config.skip_namespaces.iter().cloned().collect();
+            check!(
+                p,
+                m,
+                webhook_skips == config_skips,
+                "webhook {n}: namespaceSelector skips {webhook_skips:?}, the config skips {config_skips:?}"
+            );
+            let opt_in = LabelSelector {
+                match_labels: selector.match_labels.clone().filter(|l| !l.is_empty()),
+                match_expressions: Some(rest).filter(|r| !r.is_empty()),
+            };
+            let webhook_opt_in = if opt_in == LabelSelector::default() {
+                None
+            } else {
+                match kube::core::Selector::try_from(opt_in.clone()) {
+                    Ok(s) => Some(s),
+                    Err(err) => {
+                        check!(
+                            p,
+                            m,
+                            false,
+                            "webhook {n}: namespaceSelector {opt_in:?}: {err}"
+                        );
+                        continue;
+                    }
+                }
+            };
+            opt_in_modes += usize::from(webhook_opt_in.is_some());
+            check!(
+                p,
+                m,
+                webhook_opt_in == config.namespace_selector,
+                "webhook {n}: opt-in part of the namespaceSelector {webhook_opt_in:?} differs from the config's namespaceSelector {:?}",
+                config.namespace_selector
+            );
+
+            // The same decision for namespaces inside and outside the skip list, with label sets
+            // that meet or break each requirement. The API server matches the webhook's selector
+            // against the namespace's labels, which always include kubernetes.io/metadata.name.
+            let whole = match kube::core::Selector::try_from(selector.clone()) {
+                Ok(s) => s,
+                Err(err) => {
+                    check!(
+                        p,
+                        m,
+                        false,
+                        "webhook {n}: namespaceSelector does not parse: {err}"
+                    );
+                    continue;
+                }
+            };
+            let mut names: Vec<String> = config_skips.iter().cloned().collect();
+            names.extend(["default".to_string(), "team-a".to_string()]);
+            let (mut eligible, mut ineligible) = (0, 0);
+            for ns in &names {
+                for labels in probe_label_sets(&opt_in) {
+                    let binary = config.namespace_is_eligible(ns, &labels);
+                    let mut with_name = labels.clone();
+                    with_name.insert(NAME_LABEL.into(), ns.clone());
+                    let api_server = kube::core::SelectorExt::matches(&whole, &with_name);
+                    check!(
+                        p,
+                        m,
+                        binary == api_server,
+                        "namespace {ns} with labels {labels:?}: the binary says eligible={binary}, the webhook's namespaceSelector matches={api_server}"
+                    );
+                    if binary {
+                        eligible += 1;
+                    } else {
+                        ineligible += 1;
+                    }
+                }
+            }
+            check!(
+                p,
+                m,
+                eligible > 0 && ineligible > 0,
+                "the probe namespaces were all eligible or all not ({eligible} / {ineligible}): the comparison proves nothing"
+            );
+        }
+    }
+    // The goldens cover the opt-in selector (certManager: webhook.namespaceSelector.optIn; existing:
+    // namespaceSelector with matchLabels and matchExpressions) and its absence (helm).
+    assert!(
+        opt_in_modes >= 2,
+        "expected at least two goldens with an opt-in namespaceSelector, found {opt_in_modes}"
+    );
     p.finish();
 }
 
