@@ -29,6 +29,8 @@ use serde_json::Value;
 const MODES: &[&str] = &["helm", "certManager", "existing"];
 const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-node-lease"];
 const NAME_SCOPED_VERBS: &[&str] = &["get", "patch", "list", "watch"];
+/// The binary's metadata-only watch of Namespaces (which exist, which are terminating, their labels).
+const NAMESPACE_VERBS: [&str; 2] = ["list", "watch"];
 const NON_ROOT_UID: i64 = 65532;
 
 fn fixtures_dir() -> PathBuf {
@@ -910,6 +912,7 @@ fn cluster_role_grants_only_what_the_binary_needs() {
 
         let mut create_unscoped = false;
         let mut scoped_verbs = BTreeSet::new();
+        let mut namespace_rules = 0;
         for (i, rule) in role.rules.clone().unwrap_or_default().iter().enumerate() {
             let groups = rule.api_groups.clone().unwrap_or_default();
             let resources = rule.resources.clone().unwrap_or_default();
@@ -936,11 +939,24 @@ fn cluster_role_grants_only_what_the_binary_needs() {
                 rule.non_resource_urls.is_none(),
                 "ClusterRole {role_name} rule {i}: nonResourceURLs granted"
             );
+            if groups == [""] && resources == ["namespaces"] {
+                // The namespace watch: exactly list and watch, on every namespace.
+                let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+                check!(
+                    p,
+                    m,
+                    verbs == BTreeSet::from(NAMESPACE_VERBS) && names.is_empty(),
+                    "ClusterRole {role_name} rule {i}: namespaces must get exactly {NAMESPACE_VERBS:?} without resourceNames, got {:?} on {names:?}",
+                    rule.verbs
+                );
+                namespace_rules += 1;
+                continue;
+            }
             check!(
                 p,
                 m,
                 groups == [""] && resources == ["secrets"],
-                "ClusterRole {role_name} rule {i}: grants {groups:?}/{resources:?}; only core secrets are allowed"
+                "ClusterRole {role_name} rule {i}: grants {groups:?}/{resources:?}; only core secrets and the namespace watch are allowed"
             );
             for verb in &rule.verbs {
                 if verb == "create" {
@@ -974,6 +990,12 @@ fn cluster_role_grants_only_what_the_binary_needs() {
             m,
             create_unscoped,
             "ClusterRole {role_name}: no rule grants create on secrets"
+        );
+        check!(
+            p,
+            m,
+            namespace_rules == 1,
+            "ClusterRole {role_name}: expected one rule for the namespace list/watch, found {namespace_rules}"
         );
         let missing: Vec<_> = NAME_SCOPED_VERBS
             .iter()
