@@ -139,6 +139,15 @@ else
   fail "helm template is deterministic once certificate material is normalised" "$TMP/diff.log"
 fi
 
+# The ValidatingAdmissionPolicy is on by default (in every golden) and can be turned off.
+if render helm "$TMP/nopolicy.yaml" --set admissionPolicy.enabled=false 2>"$TMP/render.log" \
+  && ! grep -qE '^kind: ValidatingAdmissionPolicy(Binding)?$' "$TMP/nopolicy.yaml" \
+  && [ "$(grep -cE '^kind: ValidatingAdmissionPolicy(Binding)?$' "$TMP/helm.raw.yaml")" = 2 ]; then
+  pass "admissionPolicy.enabled=false leaves out the ValidatingAdmissionPolicy and its binding"
+else
+  fail "admissionPolicy.enabled=false leaves out the ValidatingAdmissionPolicy and its binding" "$TMP/render.log"
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Fake API server (loopback only) for sections 3 and 5a. It answers discovery for the kinds below
 # (Kubernetes 1.33 built-ins, plus the cert-manager and prometheus-operator CRDs), GET of the objects
@@ -157,7 +166,9 @@ RESOURCES = {  # groupVersion -> [(plural, Kind, namespaced)]
     "rbac.authorization.k8s.io/v1": [("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False),
                                      ("roles", "Role", True), ("rolebindings", "RoleBinding", True)],
     "admissionregistration.k8s.io/v1": [("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False),
-                                        ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False)],
+                                        ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False),
+                                        ("validatingadmissionpolicies", "ValidatingAdmissionPolicy", False),
+                                        ("validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding", False)],
     "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy", True), ("ingresses", "Ingress", True)],
     "autoscaling/v2": [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
     "cert-manager.io/v1": [("issuers", "Issuer", True), ("clusterissuers", "ClusterIssuer", False),

@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use clap::Parser as _;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -251,6 +253,9 @@ fn every_golden_parses_into_kubernetes_types() {
         let _: ClusterRole = g.one("ClusterRole");
         let _: ClusterRoleBinding = g.one("ClusterRoleBinding");
         let _: PodDisruptionBudget = g.one("PodDisruptionBudget");
+        // Evaluated in tests/admission_policy.rs.
+        let _: ValidatingAdmissionPolicy = g.one("ValidatingAdmissionPolicy");
+        let _: ValidatingAdmissionPolicyBinding = g.one("ValidatingAdmissionPolicyBinding");
         let known = [
             "Deployment",
             "Service",
@@ -261,6 +266,8 @@ fn every_golden_parses_into_kubernetes_types() {
             "ClusterRole",
             "ClusterRoleBinding",
             "PodDisruptionBudget",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             // CRD kinds, left as JSON values.
             "Issuer",
             "Certificate",
