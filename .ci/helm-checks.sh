@@ -360,6 +360,10 @@ expect_failure "namespaceSelector Exists with values" "operator Exists takes no 
 expect_failure "webhook.namespaceSelector.optIn against namespaceSelector.matchLabels" \
   "optIn=true selects pullsecret-injector.io/inject=enabled|sets pullsecret-injector.io/inject=\"off\"" \
   "${KEY[@]}" --set webhook.namespaceSelector.optIn=true -f /dev/stdin <<<'namespaceSelector: {matchLabels: {pullsecret-injector.io/inject: "off"}}'
+expect_failure "NetworkPolicy without the API server's CIDRs" "needs networkPolicy.apiServerCIDRs" \
+  "${KEY[@]}" --set networkPolicy.enabled=true
+expect_failure "NetworkPolicy with a CIDR that is not one" "/networkPolicy/apiServerCIDRs/0|does not match pattern" \
+  "${KEY[@]}" --set networkPolicy.enabled=true --set 'networkPolicy.apiServerCIDRs[0]=api.example.com'
 
 # ---------------------------------------------------------------------------------------------
 # 5a. kubectl apply --dry-run=client against the discovery-only fake API server

@@ -20,6 +20,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -256,6 +257,7 @@ fn every_golden_parses_into_kubernetes_types() {
         // Evaluated in tests/admission_policy.rs.
         let _: ValidatingAdmissionPolicy = g.one("ValidatingAdmissionPolicy");
         let _: ValidatingAdmissionPolicyBinding = g.one("ValidatingAdmissionPolicyBinding");
+        let _: Vec<NetworkPolicy> = g.typed("NetworkPolicy");
         let known = [
             "Deployment",
             "Service",
@@ -268,6 +270,7 @@ fn every_golden_parses_into_kubernetes_types() {
             "PodDisruptionBudget",
             "ValidatingAdmissionPolicy",
             "ValidatingAdmissionPolicyBinding",
+            "NetworkPolicy",
             // CRD kinds, left as JSON values.
             "Issuer",
             "Certificate",
@@ -892,6 +895,234 @@ fn config_and_webhook_select_the_same_namespaces() {
     assert!(
         opt_in_modes >= 2,
         "expected at least two goldens with an opt-in namespaceSelector, found {opt_in_modes}"
+    );
+    p.finish();
+}
+
+/// When enabled, the NetworkPolicy selects the webhook Pods and lets in exactly the configured
+/// sources on ports the container really listens on: the API server on the port the Service
+/// targets, the kubelet on the probes' port, the metrics scrapers on the metrics port.
+#[test]
+fn network_policy_ports_match_the_container_ports() {
+    let mut p = Problems::default();
+    let mut rendered = 0;
+    for g in Golden::all() {
+        let m = g.mode;
+        let values = g.values();
+        let enabled = values["networkPolicy"]["enabled"].as_bool() == Some(true);
+        let policies: Vec<NetworkPolicy> = g.typed("NetworkPolicy");
+        check!(
+            p,
+            m,
+            policies.len() == usize::from(enabled),
+            "networkPolicy.enabled={enabled} but {} NetworkPolicy objects are rendered",
+            policies.len()
+        );
+        let Some(np) = policies.into_iter().next() else {
+            continue;
+        };
+        rendered += 1;
+        let spec = np.spec.unwrap_or_default();
+        let selector = spec
+            .pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone())
+            .unwrap_or_default();
+        check!(
+            p,
+            m,
+            labels_match(&selector, &pod_labels(&g.deployment())),
+            "NetworkPolicy: podSelector {selector:?} does not select the Deployment's Pods"
+        );
+        check!(
+            p,
+            m,
+            spec.policy_types.as_deref() == Some(&["Ingress".to_string()][..]),
+            "NetworkPolicy: policyTypes {:?}, expected [Ingress]",
+            spec.policy_types
+        );
+
+        let container = g.container();
+        let ports = container.ports.clone().unwrap_or_default();
+        // A NetworkPolicy port (a container port's name or number) to the container port number.
+        let resolve = |port: &IntOrString| match port {
+            IntOrString::String(name) => ports
+                .iter()
+                .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+                .map(|cp| cp.container_port),
+            IntOrString::Int(n) => ports
+                .iter()
+                .find(|cp| cp.container_port == *n)
+                .map(|cp| cp.container_port),
+        };
+        // (container port, peer) for every rule, as JSON peers for comparison with the values.
+        let mut allowed: Vec<(i32, Value)> = Vec::new();
+        for (i, rule) in spec.ingress.clone().unwrap_or_default().iter().enumerate() {
+            let from = rule.from.clone().unwrap_or_default();
+            check!(
+                p,
+                m,
+                !from.is_empty(),
+                "NetworkPolicy ingress rule {i}: no `from`, so it lets in every source"
+            );
+            let rule_ports = rule.ports.clone().unwrap_or_default();
+            check!(
+                p,
+                m,
+                !rule_ports.is_empty(),
+                "NetworkPolicy ingress rule {i}: no `ports`, so it opens every port"
+            );
+            for port in &rule_ports {
+                check!(
+                    p,
+                    m,
+                    port.protocol.as_deref() == Some("TCP") && port.end_port.is_none(),
+                    "NetworkPolicy ingress rule {i}: port {port:?} should be one TCP port"
+                );
+                let Some(number) = port.port.as_ref().and_then(&resolve) else {
+                    check!(
+                        p,
+                        m,
+                        false,
+                        "NetworkPolicy ingress rule {i}: port {:?} is none of the container's ports {:?}",
+                        port.port,
+                        ports
+                            .iter()
+                            .map(|cp| (&cp.name, cp.container_port))
+                            .collect::<Vec<_>>()
+                    );
+                    continue;
+                };
+                for peer in &from {
+                    allowed.push((number, serde_json::to_value(peer).unwrap()));
+                }
+            }
+        }
+        let ip_blocks = |key: &str| -> Vec<Value> {
+            values["networkPolicy"][key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|cidr| serde_json::json!({"ipBlock": {"cidr": cidr}}))
+                .collect()
+        };
+        let peers_on = |port: i32| -> Vec<&Value> {
+            allowed
+                .iter()
+                .filter(|(n, _)| *n == port)
+                .map(|(_, peer)| peer)
+                .collect()
+        };
+
+        // The API server: on the container port the Service's webhook port targets.
+        let svc: Service = g.one("Service");
+        let webhook_port = svc
+            .spec
+            .and_then(|s| s.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|sp| sp.port == 443)
+            .and_then(|sp| sp.target_port)
+            .and_then(|tp| resolve(&tp));
+        let api_server = ip_blocks("apiServerCIDRs");
+        check!(
+            p,
+            m,
+            !api_server.is_empty(),
+            "networkPolicy.apiServerCIDRs is empty in the values"
+        );
+        match webhook_port {
+            None => check!(
+                p,
+                m,
+                false,
+                "the Service's port 443 targets no container port"
+            ),
+            Some(port) => {
+                for peer in &api_server {
+                    check!(
+                        p,
+                        m,
+                        peers_on(port).contains(&peer),
+                        "NetworkPolicy: the API server source {peer} is not let in on the webhook port {port}"
+                    );
+                }
+            }
+        }
+
+        // The kubelet: on the probes' port.
+        let kubelet = ip_blocks("kubeletCIDRs");
+        check!(
+            p,
+            m,
+            !kubelet.is_empty(),
+            "the NetworkPolicy golden should set networkPolicy.kubeletCIDRs"
+        );
+        for probe in [&container.liveness_probe, &container.readiness_probe] {
+            let port = probe
+                .as_ref()
+                .and_then(|pr| pr.http_get.as_ref())
+                .and_then(|h| resolve(&h.port));
+            let Some(port) = port else {
+                check!(
+                    p,
+                    m,
+                    false,
+                    "a probe's port is none of the container's ports"
+                );
+                continue;
+            };
+            for peer in &kubelet {
+                check!(
+                    p,
+                    m,
+                    peers_on(port).contains(&peer),
+                    "NetworkPolicy: the kubelet source {peer} is not let in on the probe port {port}"
+                );
+            }
+        }
+
+        // The metrics scrapers: on the port --metrics-listen binds.
+        let metrics_from: Vec<Value> = values["networkPolicy"]["metricsFrom"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let metrics_port = arg_value(&g.args(), "--metrics-listen")
+            .as_deref()
+            .and_then(port_of);
+        check!(
+            p,
+            m,
+            metrics_port.is_some() && !metrics_from.is_empty(),
+            "the NetworkPolicy golden should serve metrics and set networkPolicy.metricsFrom"
+        );
+        if let Some(port) = metrics_port {
+            for peer in &metrics_from {
+                check!(
+                    p,
+                    m,
+                    peers_on(port).contains(&peer),
+                    "NetworkPolicy: the metrics source {peer} is not let in on the metrics port {port}"
+                );
+            }
+        }
+
+        // Nothing else: every (port, peer) is one of the above.
+        for (port, peer) in &allowed {
+            let expected = (Some(*port) == webhook_port
+                && (api_server.contains(peer) || kubelet.contains(peer)))
+                || (Some(*port) == metrics_port && metrics_from.contains(peer));
+            check!(
+                p,
+                m,
+                expected,
+                "NetworkPolicy lets {peer} in on port {port}, which no value asks for"
+            );
+        }
+    }
+    assert!(
+        rendered > 0,
+        "no golden enables networkPolicy: the NetworkPolicy is not checked"
     );
     p.finish();
 }
