@@ -139,6 +139,15 @@ else
   fail "helm template is deterministic once certificate material is normalised" "$TMP/diff.log"
 fi
 
+# The ValidatingAdmissionPolicy is on by default (in every golden) and can be turned off.
+if render helm "$TMP/nopolicy.yaml" --set admissionPolicy.enabled=false 2>"$TMP/render.log" \
+  && ! grep -qE '^kind: ValidatingAdmissionPolicy(Binding)?$' "$TMP/nopolicy.yaml" \
+  && [ "$(grep -cE '^kind: ValidatingAdmissionPolicy(Binding)?$' "$TMP/helm.raw.yaml")" = 2 ]; then
+  pass "admissionPolicy.enabled=false leaves out the ValidatingAdmissionPolicy and its binding"
+else
+  fail "admissionPolicy.enabled=false leaves out the ValidatingAdmissionPolicy and its binding" "$TMP/render.log"
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Fake API server (loopback only) for sections 3 and 5a. It answers discovery for the kinds below
 # (Kubernetes 1.33 built-ins, plus the cert-manager and prometheus-operator CRDs), GET of the objects
@@ -157,7 +166,9 @@ RESOURCES = {  # groupVersion -> [(plural, Kind, namespaced)]
     "rbac.authorization.k8s.io/v1": [("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False),
                                      ("roles", "Role", True), ("rolebindings", "RoleBinding", True)],
     "admissionregistration.k8s.io/v1": [("mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False),
-                                        ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False)],
+                                        ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False),
+                                        ("validatingadmissionpolicies", "ValidatingAdmissionPolicy", False),
+                                        ("validatingadmissionpolicybindings", "ValidatingAdmissionPolicyBinding", False)],
     "networking.k8s.io/v1": [("networkpolicies", "NetworkPolicy", True), ("ingresses", "Ingress", True)],
     "autoscaling/v2": [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
     "cert-manager.io/v1": [("issuers", "Issuer", True), ("clusterissuers", "ClusterIssuer", False),
@@ -340,6 +351,19 @@ expect_failure "ServiceMonitor without the metrics port" "needs metrics.enabled=
   "${KEY[@]}" --set metrics.enabled=false --set metrics.serviceMonitor.enabled=true
 expect_failure "preStop sleep as long as the grace period" "must be less than terminationGracePeriodSeconds" \
   "${KEY[@]}" --set preStopSleepSeconds=30
+expect_failure "namespaceSelector with an unknown operator" "/namespaceSelector/matchExpressions/0/operator|'In', 'NotIn', 'Exists', 'DoesNotExist'" \
+  "${KEY[@]}" -f /dev/stdin <<<'namespaceSelector: {matchExpressions: [{key: team, operator: Near, values: [a]}]}'
+expect_failure "namespaceSelector In without values" "namespaceSelector.matchExpressions[0] (key \"team\"): operator In needs a non-empty values list" \
+  "${KEY[@]}" -f /dev/stdin <<<'namespaceSelector: {matchExpressions: [{key: team, operator: In}]}'
+expect_failure "namespaceSelector Exists with values" "operator Exists takes no values" \
+  "${KEY[@]}" -f /dev/stdin <<<'namespaceSelector: {matchExpressions: [{key: team, operator: Exists, values: [a]}]}'
+expect_failure "webhook.namespaceSelector.optIn against namespaceSelector.matchLabels" \
+  "optIn=true selects pullsecret-injector.io/inject=enabled|sets pullsecret-injector.io/inject=\"off\"" \
+  "${KEY[@]}" --set webhook.namespaceSelector.optIn=true -f /dev/stdin <<<'namespaceSelector: {matchLabels: {pullsecret-injector.io/inject: "off"}}'
+expect_failure "NetworkPolicy without the API server's CIDRs" "needs networkPolicy.apiServerCIDRs" \
+  "${KEY[@]}" --set networkPolicy.enabled=true
+expect_failure "NetworkPolicy with a CIDR that is not one" "/networkPolicy/apiServerCIDRs/0|does not match pattern" \
+  "${KEY[@]}" --set networkPolicy.enabled=true --set 'networkPolicy.apiServerCIDRs[0]=api.example.com'
 
 # ---------------------------------------------------------------------------------------------
 # 5a. kubectl apply --dry-run=client against the discovery-only fake API server

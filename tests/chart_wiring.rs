@@ -15,11 +15,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use clap::Parser as _;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -28,6 +32,8 @@ use serde_json::Value;
 const MODES: &[&str] = &["helm", "certManager", "existing"];
 const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-node-lease"];
 const NAME_SCOPED_VERBS: &[&str] = &["get", "patch", "list", "watch"];
+/// The binary's metadata-only watch of Namespaces (which exist, which are terminating, their labels).
+const NAMESPACE_VERBS: [&str; 2] = ["list", "watch"];
 const NON_ROOT_UID: i64 = 65532;
 
 fn fixtures_dir() -> PathBuf {
@@ -248,6 +254,10 @@ fn every_golden_parses_into_kubernetes_types() {
         let _: ClusterRole = g.one("ClusterRole");
         let _: ClusterRoleBinding = g.one("ClusterRoleBinding");
         let _: PodDisruptionBudget = g.one("PodDisruptionBudget");
+        // Evaluated in tests/admission_policy.rs.
+        let _: ValidatingAdmissionPolicy = g.one("ValidatingAdmissionPolicy");
+        let _: ValidatingAdmissionPolicyBinding = g.one("ValidatingAdmissionPolicyBinding");
+        let _: Vec<NetworkPolicy> = g.typed("NetworkPolicy");
         let known = [
             "Deployment",
             "Service",
@@ -258,6 +268,9 @@ fn every_golden_parses_into_kubernetes_types() {
             "ClusterRole",
             "ClusterRoleBinding",
             "PodDisruptionBudget",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "NetworkPolicy",
             // CRD kinds, left as JSON values.
             "Issuer",
             "Certificate",
@@ -715,6 +728,405 @@ fn namespace_selector_excludes_system_and_release_namespaces() {
     p.finish();
 }
 
+/// Label sets that probe a selector: one that meets every requirement it states (matchLabels, In
+/// with its first value, Exists) and, for each requirement, one that breaks just that requirement.
+fn probe_label_sets(selector: &LabelSelector) -> Vec<BTreeMap<String, String>> {
+    let labels = selector.match_labels.clone().unwrap_or_default();
+    let exprs = selector.match_expressions.clone().unwrap_or_default();
+    let mut meets = labels.clone();
+    for e in &exprs {
+        let first = e.values.iter().flatten().next().cloned();
+        match (e.operator.as_str(), first) {
+            ("In", Some(v)) => {
+                meets.insert(e.key.clone(), v);
+            }
+            ("Exists", _) => {
+                meets.insert(e.key.clone(), "x".into());
+            }
+            _ => {}
+        }
+    }
+    let mut sets = vec![BTreeMap::new(), meets.clone()];
+    for key in labels.keys() {
+        let mut broken = meets.clone();
+        broken.remove(key);
+        sets.push(broken);
+    }
+    for e in &exprs {
+        let mut broken = meets.clone();
+        match e.operator.as_str() {
+            "In" | "Exists" => {
+                broken.remove(&e.key);
+            }
+            // A value the NotIn lists, or the label DoesNotExist forbids.
+            _ => {
+                let v = e.values.iter().flatten().next().cloned();
+                broken.insert(e.key.clone(), v.unwrap_or_else(|| "x".into()));
+            }
+        }
+        sets.push(broken);
+    }
+    sets
+}
+
+/// The webhook's namespaceSelector and the binary's config (skipNamespaces, namespaceSelector) are
+/// rendered from the same values and must select the same namespaces: read the config with the
+/// binary's own parser, split the webhook's selector into its `kubernetes.io/metadata.name NotIn`
+/// skip list and the rest, compare both halves, then compare the two decisions on probe namespaces.
+#[test]
+fn config_and_webhook_select_the_same_namespaces() {
+    const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+    let mut p = Problems::default();
+    let mut opt_in_modes = 0;
+    for g in Golden::all() {
+        let m = g.mode;
+        let config = match pullsecret_injector::config::Config::from_yaml_str(&g.config_text()) {
+            Ok(config) => config,
+            Err(err) => {
+                check!(
+                    p,
+                    m,
+                    false,
+                    "ConfigMap config.yaml is rejected by the binary: {err}"
+                );
+                continue;
+            }
+        };
+        let mwc: MutatingWebhookConfiguration = g.one("MutatingWebhookConfiguration");
+        for hook in mwc.webhooks.unwrap_or_default() {
+            let n = &hook.name;
+            let Some(selector) = hook.namespace_selector.clone() else {
+                check!(p, m, false, "webhook {n}: no namespaceSelector");
+                continue;
+            };
+            let (skips, rest): (Vec<_>, Vec<_>) = selector
+                .match_expressions
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .partition(|e| e.key == NAME_LABEL && e.operator == "NotIn");
+            let webhook_skips: BTreeSet<String> = skips
+                .into_iter()
+                .flat_map(|e| e.values.unwrap_or_default())
+                .collect();
+            let config_skips: BTreeSet<String> = config.skip_namespaces.iter().cloned().collect();
+            check!(
+                p,
+                m,
+                webhook_skips == config_skips,
+                "webhook {n}: namespaceSelector skips {webhook_skips:?}, the config skips {config_skips:?}"
+            );
+            let opt_in = LabelSelector {
+                match_labels: selector.match_labels.clone().filter(|l| !l.is_empty()),
+                match_expressions: Some(rest).filter(|r| !r.is_empty()),
+            };
+            let webhook_opt_in = if opt_in == LabelSelector::default() {
+                None
+            } else {
+                match kube::core::Selector::try_from(opt_in.clone()) {
+                    Ok(s) => Some(s),
+                    Err(err) => {
+                        check!(
+                            p,
+                            m,
+                            false,
+                            "webhook {n}: namespaceSelector {opt_in:?}: {err}"
+                        );
+                        continue;
+                    }
+                }
+            };
+            opt_in_modes += usize::from(webhook_opt_in.is_some());
+            check!(
+                p,
+                m,
+                webhook_opt_in == config.namespace_selector,
+                "webhook {n}: opt-in part of the namespaceSelector {webhook_opt_in:?} differs from the config's namespaceSelector {:?}",
+                config.namespace_selector
+            );
+
+            // The same decision for namespaces inside and outside the skip list, with label sets
+            // that meet or break each requirement. The API server matches the webhook's selector
+            // against the namespace's labels, which always include kubernetes.io/metadata.name.
+            let whole = match kube::core::Selector::try_from(selector.clone()) {
+                Ok(s) => s,
+                Err(err) => {
+                    check!(
+                        p,
+                        m,
+                        false,
+                        "webhook {n}: namespaceSelector does not parse: {err}"
+                    );
+                    continue;
+                }
+            };
+            let mut names: Vec<String> = config_skips.iter().cloned().collect();
+            names.extend(["default".to_string(), "team-a".to_string()]);
+            let (mut eligible, mut ineligible) = (0, 0);
+            for ns in &names {
+                for labels in probe_label_sets(&opt_in) {
+                    let binary = config.namespace_is_eligible(ns, &labels);
+                    let mut with_name = labels.clone();
+                    with_name.insert(NAME_LABEL.into(), ns.clone());
+                    let api_server = kube::core::SelectorExt::matches(&whole, &with_name);
+                    check!(
+                        p,
+                        m,
+                        binary == api_server,
+                        "namespace {ns} with labels {labels:?}: the binary says eligible={binary}, the webhook's namespaceSelector matches={api_server}"
+                    );
+                    if binary {
+                        eligible += 1;
+                    } else {
+                        ineligible += 1;
+                    }
+                }
+            }
+            check!(
+                p,
+                m,
+                eligible > 0 && ineligible > 0,
+                "the probe namespaces were all eligible or all not ({eligible} / {ineligible}): the comparison proves nothing"
+            );
+        }
+    }
+    // The goldens cover the opt-in selector (certManager: webhook.namespaceSelector.optIn; existing:
+    // namespaceSelector with matchLabels and matchExpressions) and its absence (helm).
+    assert!(
+        opt_in_modes >= 2,
+        "expected at least two goldens with an opt-in namespaceSelector, found {opt_in_modes}"
+    );
+    p.finish();
+}
+
+/// When enabled, the NetworkPolicy selects the webhook Pods and lets in exactly the configured
+/// sources on ports the container really listens on: the API server on the port the Service
+/// targets, the kubelet on the probes' port, the metrics scrapers on the metrics port.
+#[test]
+fn network_policy_ports_match_the_container_ports() {
+    let mut p = Problems::default();
+    let mut rendered = 0;
+    for g in Golden::all() {
+        let m = g.mode;
+        let values = g.values();
+        let enabled = values["networkPolicy"]["enabled"].as_bool() == Some(true);
+        let policies: Vec<NetworkPolicy> = g.typed("NetworkPolicy");
+        check!(
+            p,
+            m,
+            policies.len() == usize::from(enabled),
+            "networkPolicy.enabled={enabled} but {} NetworkPolicy objects are rendered",
+            policies.len()
+        );
+        let Some(np) = policies.into_iter().next() else {
+            continue;
+        };
+        rendered += 1;
+        let spec = np.spec.unwrap_or_default();
+        let selector = spec
+            .pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone())
+            .unwrap_or_default();
+        check!(
+            p,
+            m,
+            labels_match(&selector, &pod_labels(&g.deployment())),
+            "NetworkPolicy: podSelector {selector:?} does not select the Deployment's Pods"
+        );
+        check!(
+            p,
+            m,
+            spec.policy_types.as_deref() == Some(&["Ingress".to_string()][..]),
+            "NetworkPolicy: policyTypes {:?}, expected [Ingress]",
+            spec.policy_types
+        );
+
+        let container = g.container();
+        let ports = container.ports.clone().unwrap_or_default();
+        // A NetworkPolicy port (a container port's name or number) to the container port number.
+        let resolve = |port: &IntOrString| match port {
+            IntOrString::String(name) => ports
+                .iter()
+                .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+                .map(|cp| cp.container_port),
+            IntOrString::Int(n) => ports
+                .iter()
+                .find(|cp| cp.container_port == *n)
+                .map(|cp| cp.container_port),
+        };
+        // (container port, peer) for every rule, as JSON peers for comparison with the values.
+        let mut allowed: Vec<(i32, Value)> = Vec::new();
+        for (i, rule) in spec.ingress.clone().unwrap_or_default().iter().enumerate() {
+            let from = rule.from.clone().unwrap_or_default();
+            check!(
+                p,
+                m,
+                !from.is_empty(),
+                "NetworkPolicy ingress rule {i}: no `from`, so it lets in every source"
+            );
+            let rule_ports = rule.ports.clone().unwrap_or_default();
+            check!(
+                p,
+                m,
+                !rule_ports.is_empty(),
+                "NetworkPolicy ingress rule {i}: no `ports`, so it opens every port"
+            );
+            for port in &rule_ports {
+                check!(
+                    p,
+                    m,
+                    port.protocol.as_deref() == Some("TCP") && port.end_port.is_none(),
+                    "NetworkPolicy ingress rule {i}: port {port:?} should be one TCP port"
+                );
+                let Some(number) = port.port.as_ref().and_then(&resolve) else {
+                    check!(
+                        p,
+                        m,
+                        false,
+                        "NetworkPolicy ingress rule {i}: port {:?} is none of the container's ports {:?}",
+                        port.port,
+                        ports
+                            .iter()
+                            .map(|cp| (&cp.name, cp.container_port))
+                            .collect::<Vec<_>>()
+                    );
+                    continue;
+                };
+                for peer in &from {
+                    allowed.push((number, serde_json::to_value(peer).unwrap()));
+                }
+            }
+        }
+        let ip_blocks = |key: &str| -> Vec<Value> {
+            values["networkPolicy"][key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|cidr| serde_json::json!({"ipBlock": {"cidr": cidr}}))
+                .collect()
+        };
+        let peers_on = |port: i32| -> Vec<&Value> {
+            allowed
+                .iter()
+                .filter(|(n, _)| *n == port)
+                .map(|(_, peer)| peer)
+                .collect()
+        };
+
+        // The API server: on the container port the Service's webhook port targets.
+        let svc: Service = g.one("Service");
+        let webhook_port = svc
+            .spec
+            .and_then(|s| s.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|sp| sp.port == 443)
+            .and_then(|sp| sp.target_port)
+            .and_then(|tp| resolve(&tp));
+        let api_server = ip_blocks("apiServerCIDRs");
+        check!(
+            p,
+            m,
+            !api_server.is_empty(),
+            "networkPolicy.apiServerCIDRs is empty in the values"
+        );
+        match webhook_port {
+            None => check!(
+                p,
+                m,
+                false,
+                "the Service's port 443 targets no container port"
+            ),
+            Some(port) => {
+                for peer in &api_server {
+                    check!(
+                        p,
+                        m,
+                        peers_on(port).contains(&peer),
+                        "NetworkPolicy: the API server source {peer} is not let in on the webhook port {port}"
+                    );
+                }
+            }
+        }
+
+        // The kubelet: on the probes' port.
+        let kubelet = ip_blocks("kubeletCIDRs");
+        check!(
+            p,
+            m,
+            !kubelet.is_empty(),
+            "the NetworkPolicy golden should set networkPolicy.kubeletCIDRs"
+        );
+        for probe in [&container.liveness_probe, &container.readiness_probe] {
+            let port = probe
+                .as_ref()
+                .and_then(|pr| pr.http_get.as_ref())
+                .and_then(|h| resolve(&h.port));
+            let Some(port) = port else {
+                check!(
+                    p,
+                    m,
+                    false,
+                    "a probe's port is none of the container's ports"
+                );
+                continue;
+            };
+            for peer in &kubelet {
+                check!(
+                    p,
+                    m,
+                    peers_on(port).contains(&peer),
+                    "NetworkPolicy: the kubelet source {peer} is not let in on the probe port {port}"
+                );
+            }
+        }
+
+        // The metrics scrapers: on the port --metrics-listen binds.
+        let metrics_from: Vec<Value> = values["networkPolicy"]["metricsFrom"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let metrics_port = arg_value(&g.args(), "--metrics-listen")
+            .as_deref()
+            .and_then(port_of);
+        check!(
+            p,
+            m,
+            metrics_port.is_some() && !metrics_from.is_empty(),
+            "the NetworkPolicy golden should serve metrics and set networkPolicy.metricsFrom"
+        );
+        if let Some(port) = metrics_port {
+            for peer in &metrics_from {
+                check!(
+                    p,
+                    m,
+                    peers_on(port).contains(&peer),
+                    "NetworkPolicy: the metrics source {peer} is not let in on the metrics port {port}"
+                );
+            }
+        }
+
+        // Nothing else: every (port, peer) is one of the above.
+        for (port, peer) in &allowed {
+            let expected = (Some(*port) == webhook_port
+                && (api_server.contains(peer) || kubelet.contains(peer)))
+                || (Some(*port) == metrics_port && metrics_from.contains(peer));
+            check!(
+                p,
+                m,
+                expected,
+                "NetworkPolicy lets {peer} in on port {port}, which no value asks for"
+            );
+        }
+    }
+    assert!(
+        rendered > 0,
+        "no golden enables networkPolicy: the NetworkPolicy is not checked"
+    );
+    p.finish();
+}
+
 #[test]
 fn cluster_role_grants_only_what_the_binary_needs() {
     let mut p = Problems::default();
@@ -738,6 +1150,7 @@ fn cluster_role_grants_only_what_the_binary_needs() {
 
         let mut create_unscoped = false;
         let mut scoped_verbs = BTreeSet::new();
+        let mut namespace_rules = 0;
         for (i, rule) in role.rules.clone().unwrap_or_default().iter().enumerate() {
             let groups = rule.api_groups.clone().unwrap_or_default();
             let resources = rule.resources.clone().unwrap_or_default();
@@ -764,11 +1177,24 @@ fn cluster_role_grants_only_what_the_binary_needs() {
                 rule.non_resource_urls.is_none(),
                 "ClusterRole {role_name} rule {i}: nonResourceURLs granted"
             );
+            if groups == [""] && resources == ["namespaces"] {
+                // The namespace watch: exactly list and watch, on every namespace.
+                let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+                check!(
+                    p,
+                    m,
+                    verbs == BTreeSet::from(NAMESPACE_VERBS) && names.is_empty(),
+                    "ClusterRole {role_name} rule {i}: namespaces must get exactly {NAMESPACE_VERBS:?} without resourceNames, got {:?} on {names:?}",
+                    rule.verbs
+                );
+                namespace_rules += 1;
+                continue;
+            }
             check!(
                 p,
                 m,
                 groups == [""] && resources == ["secrets"],
-                "ClusterRole {role_name} rule {i}: grants {groups:?}/{resources:?}; only core secrets are allowed"
+                "ClusterRole {role_name} rule {i}: grants {groups:?}/{resources:?}; only core secrets and the namespace watch are allowed"
             );
             for verb in &rule.verbs {
                 if verb == "create" {
@@ -802,6 +1228,12 @@ fn cluster_role_grants_only_what_the_binary_needs() {
             m,
             create_unscoped,
             "ClusterRole {role_name}: no rule grants create on secrets"
+        );
+        check!(
+            p,
+            m,
+            namespace_rules == 1,
+            "ClusterRole {role_name}: expected one rule for the namespace list/watch, found {namespace_rules}"
         );
         let missing: Vec<_> = NAME_SCOPED_VERBS
             .iter()

@@ -72,19 +72,58 @@ Name of the kubernetes.io/tls Secret holding the serving certificate.
 {{- end }}
 
 {{/*
-Namespaces excluded in the webhook's namespaceSelector: always kube-system, kube-node-lease and the
-release namespace, plus skipNamespaces and webhook.excludeNamespaces (deduplicated, order kept).
+Namespaces the injector leaves alone, as a JSON list: kube-system, kube-node-lease, skipNamespaces,
+webhook.excludeNamespaces (an older name for the same thing) and the release namespace (deduplicated,
+order kept). The one list behind the config's skipNamespaces, the webhook's namespaceSelector and the
+ValidatingAdmissionPolicy, so they cannot disagree.
 */}}
-{{- define "pullsecret-injector.excludedNamespaces" -}}
-{{- $all := concat (list "kube-system" "kube-node-lease" .Release.Namespace) (.Values.skipNamespaces | default list) (.Values.webhook.excludeNamespaces | default list) }}
+{{- define "pullsecret-injector.skipNamespaces" -}}
+{{- $all := concat (list "kube-system" "kube-node-lease") (.Values.skipNamespaces | default list) (.Values.webhook.excludeNamespaces | default list) (list .Release.Namespace) }}
 {{- toJson (uniq $all) }}
 {{- end }}
 
 {{/*
-Namespaces written to the config's skipNamespaces: skipNamespaces plus the release namespace.
+The opt-in namespace selector, as a JSON object with matchLabels and/or matchExpressions ({} = no
+opt-in: every namespace not skipped): namespaceSelector, plus matchLabels
+pullsecret-injector.io/inject=enabled when webhook.namespaceSelector.optIn is true. The one selector
+behind the config's namespaceSelector and the webhook's namespaceSelector.
 */}}
-{{- define "pullsecret-injector.skipNamespaces" -}}
-{{- toJson (uniq (concat (.Values.skipNamespaces | default list) (list .Release.Namespace))) }}
+{{- define "pullsecret-injector.namespaceSelector" -}}
+{{- $given := .Values.namespaceSelector | default dict }}
+{{- $labels := dict }}
+{{- range $k, $v := ($given.matchLabels | default dict) }}
+{{- $_ := set $labels $k (toString $v) }}
+{{- end }}
+{{- if (.Values.webhook.namespaceSelector | default dict).optIn }}
+{{- $key := "pullsecret-injector.io/inject" }}
+{{- if and (hasKey $labels $key) (ne (get $labels $key) "enabled") }}
+{{- fail (printf "webhook.namespaceSelector.optIn=true selects %s=enabled, but namespaceSelector.matchLabels sets %s=%q: drop one of them" $key $key (get $labels $key)) }}
+{{- end }}
+{{- $_ := set $labels $key "enabled" }}
+{{- end }}
+{{- $out := dict }}
+{{- if $labels }}
+{{- $_ := set $out "matchLabels" $labels }}
+{{- end }}
+{{- $exprs := list }}
+{{- range $i, $e := ($given.matchExpressions | default list) }}
+{{- $where := printf "namespaceSelector.matchExpressions[%d] (key %q)" $i $e.key }}
+{{- if and (has $e.operator (list "In" "NotIn")) (not $e.values) }}
+{{- fail (printf "%s: operator %s needs a non-empty values list" $where $e.operator) }}
+{{- end }}
+{{- if and (has $e.operator (list "Exists" "DoesNotExist")) $e.values }}
+{{- fail (printf "%s: operator %s takes no values" $where $e.operator) }}
+{{- end }}
+{{- $x := dict "key" $e.key "operator" $e.operator }}
+{{- if $e.values }}
+{{- $_ := set $x "values" $e.values }}
+{{- end }}
+{{- $exprs = append $exprs $x }}
+{{- end }}
+{{- if $exprs }}
+{{- $_ := set $out "matchExpressions" $exprs }}
+{{- end }}
+{{- toJson $out }}
 {{- end }}
 
 {{/*
