@@ -1,7 +1,9 @@
 //! The fake Kubernetes API's Namespaces (`tests/support/fake_api.rs`), as kube's client and
 //! kube-runtime's metadata-only watcher (`watcher` on `Api<PartialObjectMeta<_>>`, what
 //! `metadata_watcher` became) see them: the list/watch a reflector keeps follows what the test
-//! does to namespaces, and the emulated RBAC allows only list and watch of them.
+//! does to namespaces, the emulated RBAC allows only list and watch of them, and Secret writes are
+//! refused in missing and terminating namespaces the way the API server's `NamespaceLifecycle`
+//! admission refuses them.
 
 #[path = "support/fake_api.rs"]
 mod fake_api;
@@ -12,7 +14,7 @@ use fake_api::{FakeApi, Fault, NAMESPACES, SECRETS};
 use futures::{Stream, StreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{ListParams, Patch, PatchParams, WatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, ResourceExt};
@@ -280,6 +282,107 @@ async fn rbac_refuses_a_namespace_get_and_records_it_as_a_violation() {
     let missing = api_error(Api::<Namespace>::all(open.client()).get("nope").await);
     assert_eq!(missing.code, 404);
     assert!(open.rbac_violations().is_empty());
+}
+
+#[tokio::test]
+async fn secret_writes_in_a_missing_namespace_are_404_with_details_kind_namespaces() {
+    let api = FakeApi::start(&[SECRET]).await;
+    let secrets: Api<Secret> = Api::namespaced(api.client(), "gone");
+
+    let status = api_error(
+        secrets
+            .create(&PostParams::default(), &secret("gone", SECRET))
+            .await,
+    );
+    assert_eq!(status.code, 404);
+    assert_eq!(status.reason, "NotFound");
+    assert_eq!(status.message, "namespaces \"gone\" not found");
+    let details = status.details.as_ref().expect("details");
+    assert_eq!(details.kind, "namespaces");
+    assert_eq!(details.name, "gone");
+
+    // Server-side apply of a Secret that does not exist is a create: the same answer.
+    let status = api_error(
+        secrets
+            .patch(
+                SECRET,
+                &PatchParams::apply("pullsecret-injector"),
+                &Patch::Apply(secret("gone", SECRET)),
+            )
+            .await,
+    );
+    assert_eq!(status.code, 404);
+    assert_eq!(status.details.expect("details").kind, "namespaces");
+
+    // A Secret left in a namespace that is gone (seeded as-is) cannot be patched.
+    api.put_secret(secret("gone", SECRET));
+    let status = api_error(
+        secrets
+            .patch(
+                SECRET,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"data": {"a": "Mg=="}})),
+            )
+            .await,
+    );
+    assert_eq!(status.code, 404);
+    assert_eq!(status.details.expect("details").kind, "namespaces");
+
+    // A get of a Secret in a missing namespace is the Secret's plain 404.
+    let elsewhere: Api<Secret> = Api::namespaced(api.client(), "never");
+    let status = api_error(elsewhere.get(SECRET).await);
+    assert_eq!(status.code, 404);
+    assert_eq!(status.message, format!("secrets \"{SECRET}\" not found"));
+    assert_eq!(status.details.expect("details").kind, "secrets");
+    assert_eq!(api.writes(), 3, "each reached the store");
+    assert!(api.rbac_violations().is_empty());
+}
+
+#[tokio::test]
+async fn secret_create_in_a_terminating_namespace_is_403_being_terminated() {
+    let api = FakeApi::start(&[SECRET]).await;
+    api.put_namespace("team-a", &[]);
+    let secrets: Api<Secret> = Api::namespaced(api.client(), "team-a");
+    secrets
+        .create(&PostParams::default(), &secret("team-a", SECRET))
+        .await
+        .expect("created while active");
+    api.put_namespace("team-b", &[]);
+    api.terminate_namespace("team-b");
+    let doomed: Api<Secret> = Api::namespaced(api.client(), "team-b");
+
+    let status = api_error(
+        doomed
+            .create(&PostParams::default(), &secret("team-b", SECRET))
+            .await,
+    );
+    assert_eq!(status.code, 403);
+    assert_eq!(status.reason, "Forbidden");
+    assert_eq!(
+        status.message,
+        "secrets \"gcr-pull\" is forbidden: unable to create new content in namespace team-b because it is being terminated"
+    );
+    let details = status.details.expect("details");
+    assert_eq!(details.kind, "secrets");
+    assert_eq!(details.causes[0].reason, "NamespaceTerminating");
+    assert!(api.secret("team-b", SECRET).is_none());
+    assert!(
+        api.rbac_violations().is_empty(),
+        "refused by the namespace, not by RBAC"
+    );
+
+    // A Secret that is already there can still be changed while the namespace terminates.
+    api.terminate_namespace("team-a");
+    secrets
+        .patch(
+            SECRET,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"a": "Mg=="}})),
+        )
+        .await
+        .expect("patch in a terminating namespace");
+    let patched = api.secret("team-a", SECRET).expect("Secret");
+    assert_eq!(patched.data.expect("data")["a"].0, b"2");
 }
 
 #[tokio::test]

@@ -9,6 +9,12 @@
 //! and can inject faults (status codes, delays, dropped connections, or the whole
 //! API going down).
 //!
+//! Namespaces are enforced as the API server's `NamespaceLifecycle` admission
+//! does: writing a Secret into a namespace that does not exist is `404 NotFound`
+//! (details kind "namespaces"), creating one in a terminating namespace is
+//! `403 Forbidden`. Tests create the namespaces they use first
+//! (`FakeApi::put_namespace`, `FakeApi::ensure_namespace`).
+//!
 //! ```text
 //! let api = FakeApi::start(&["gcr-pull"]).await;
 //! api.put_namespace("team-a", &[("env", "prod")]);
@@ -859,6 +865,24 @@ impl State {
         Some(old)
     }
 
+    /// What the `NamespaceLifecycle` admission plugin says about a write of
+    /// Secret `name` into `namespace`: 404 (namespace kind) when the namespace
+    /// does not exist; for a create, 403 when it is terminating.
+    fn admit_into_namespace(
+        &self,
+        namespace: &str,
+        name: &str,
+        create: bool,
+    ) -> Result<(), ApiError> {
+        match self.namespaces.get(namespace) {
+            None => Err(ApiError::namespace_not_found(namespace)),
+            Some(ns) if create && is_terminating(ns) => {
+                Err(ApiError::namespace_terminating(namespace, name))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     fn remove(
         &mut self,
         events: &broadcast::Sender<Arc<Change>>,
@@ -1206,6 +1230,29 @@ impl ApiError {
         )
         .with_name(namespace)
         .with_kind(NAMESPACES)
+    }
+
+    /// What `NamespaceLifecycle` answers for a create in a terminating namespace.
+    fn namespace_terminating(namespace: &str, name: &str) -> Self {
+        let subject = if name.is_empty() {
+            SECRETS.to_string()
+        } else {
+            format!("{SECRETS} \"{name}\"")
+        };
+        let mut e = Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{subject} is forbidden: unable to create new content in namespace {namespace} because it is being terminated"
+            ),
+        )
+        .with_name(name);
+        e.causes.push(json!({
+            "reason": "NamespaceTerminating",
+            "message": format!("namespace {namespace} is being terminated"),
+            "field": "metadata.namespace",
+        }));
+        e
     }
 
     fn already_exists(name: &str) -> Self {
@@ -1682,6 +1729,7 @@ impl Shared {
         }
         let dry_run = is_dry_run(ctx.params);
         let mut state = self.lock();
+        state.admit_into_namespace(ns, secret.metadata.name.as_deref().unwrap_or(""), true)?;
         if secret.metadata.name.as_deref().unwrap_or("").is_empty() {
             match secret.metadata.generate_name.as_deref() {
                 Some(prefix) if !prefix.is_empty() => {
@@ -1730,6 +1778,7 @@ impl Shared {
         else {
             return Err(ApiError::not_found(name));
         };
+        state.admit_into_namespace(ns, name, false)?;
         check_rv_precondition(secret.metadata.resource_version.as_deref(), &old, name)?;
         self.commit_update(&mut state, ctx, old, secret, 200)
     }
@@ -1803,6 +1852,7 @@ impl Shared {
             .cloned()
         {
             None => {
+                state.admit_into_namespace(ns, name, true)?;
                 if applied_rv.is_some() {
                     return Err(ApiError::conflict(name));
                 }
@@ -1819,6 +1869,7 @@ impl Shared {
                 Ok((201, secret_json(&stored)))
             }
             Some(old) => {
+                state.admit_into_namespace(ns, name, false)?;
                 check_rv_precondition(applied_rv.as_deref(), &old, name)?;
                 let mut merged = secret_json(&old);
                 merge_patch(&mut merged, &applied);
@@ -1838,6 +1889,7 @@ impl Shared {
         else {
             return Err(ApiError::not_found(name));
         };
+        state.admit_into_namespace(ns, name, false)?;
         let patch_rv = patch
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str);
