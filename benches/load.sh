@@ -14,8 +14,9 @@
 #   1. cargo build --release --bin pullsecret-injector --examples
 #   2. dev certificates (pullsecret-injector dev-certs), a GCP service-account key made now (openssl), a
 #      config with a gcpJsonKey credential source (so the provisioner runs and talks to the API);
-#   3. starts examples/fake_api_server (the test suite's fake Kubernetes API, RBAC on, gcr-pull allowed)
-#      with a kubeconfig, the webhook (`serve`, KUBECONFIG pointing at the fake) and
+#   3. starts examples/fake_api_server (the test suite's fake Kubernetes API, RBAC on, gcr-pull allowed,
+#      namespaces team-a and team-0..team-7 existing) with a kubeconfig, the webhook (`serve`,
+#      KUBECONFIG pointing at the fake) and
 #      examples/noop_webhook (same TLS stack and certificate, answers a fixed "allowed" review);
 #   4. the first review provisions the Secret in team-a; warm-up provisions team-0..team-7;
 #   5. for the webhook and the baseline alternately, with examples/loadgen (HTTP/1.1 keep-alive over TLS):
@@ -76,7 +77,8 @@ MIX=(--body "$FIX/pod-create-direct.json" --body "$FIX/pod-create-from-deploymen
      --namespaces 8 --namespace-prefix team-)
 
 # ---- processes ------------------------------------------------------------------------------------
-start_fake_api
+# The namespaces the reviews name: team-a (the fixtures) and team-0..team-7 (the mix).
+start_fake_api team-a team-{0..7}
 
 WEBHOOK_PORT=$(free_port)
 start_webhook "$BIN" "$WEBHOOK_PORT" "$TMP/webhook.log" "$WEBHOOK_LOG"

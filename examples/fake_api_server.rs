@@ -1,13 +1,18 @@
 //! The test suite's fake Kubernetes API (`tests/support/fake_api.rs`: core/v1 Secrets with state,
-//! the chart's least-privilege RBAC and a request log) as a standalone process, for the load harness
-//! (`benches/load.sh`): the webhook's `kube::Client::try_default()` reaches it through the kubeconfig
-//! written here (plain http on 127.0.0.1), and its memory stays out of the webhook's RSS.
+//! core/v1 Namespaces to read, the chart's least-privilege RBAC and a request log) as a standalone
+//! process, for the load harness (`benches/load.sh`): the webhook's `kube::Client::try_default()`
+//! reaches it through the kubeconfig written here (plain http on 127.0.0.1), and its memory stays out
+//! of the webhook's RSS.
+//!
+//! Secrets can only be written into namespaces that exist: `--namespace NAME` (repeatable) creates
+//! them at start.
 //!
 //! Besides the fake API itself it serves `GET /_stats` on a second loopback port: the requests the
 //! fake has seen, by verb, as JSON, so a script can diff the counts around a phase.
 //!
 //! ```sh
-//! cargo run --release --example fake_api_server -- --kubeconfig /tmp/kubeconfig gcr-pull
+//! cargo run --release --example fake_api_server -- --kubeconfig /tmp/kubeconfig \
+//!   --namespace team-a --namespace team-b gcr-pull
 //! # FAKE_API_URL=http://127.0.0.1:PORT
 //! # STATS_URL=http://127.0.0.1:PORT2/_stats
 //! KUBECONFIG=/tmp/kubeconfig target/release/pullsecret-injector serve ...
@@ -25,7 +30,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use clap::Parser;
-use fake_api::FakeApi;
+use fake_api::{FakeApi, NAMESPACES, SECRETS};
 
 #[derive(Parser)]
 struct Args {
@@ -38,8 +43,13 @@ struct Args {
     /// Address of the /_stats endpoint (loopback only).
     #[arg(long, default_value = "127.0.0.1:0")]
     stats_listen: SocketAddr,
+    /// A namespace that exists from the start (repeatable). Secrets written into a namespace that
+    /// does not exist are refused (404), as by a real API server.
+    #[arg(long = "namespace", value_name = "NAME")]
+    namespaces: Vec<String>,
 }
 
+/// Verbs counted in `by_verb` (Secret requests; "unknown": requests the fake does not serve).
 const VERBS: [&str; 9] = [
     "get",
     "list",
@@ -56,8 +66,15 @@ fn stats(api: &FakeApi) -> serde_json::Value {
     let requests = api.requests();
     let mut by_verb = serde_json::Map::new();
     for verb in VERBS {
-        let n = requests.iter().filter(|r| r.verb == verb).count();
+        let n = requests
+            .iter()
+            .filter(|r| r.verb == verb && (r.is_secret() || verb == "unknown"))
+            .count();
         by_verb.insert(verb.to_owned(), n.into());
+    }
+    let mut namespace_by_verb = serde_json::Map::new();
+    for verb in ["get", "list", "watch"] {
+        namespace_by_verb.insert(verb.to_owned(), api.count_on(NAMESPACES, verb).into());
     }
     let status_4xx = requests
         .iter()
@@ -66,23 +83,26 @@ fn stats(api: &FakeApi) -> serde_json::Value {
     let status_5xx = requests.iter().filter(|r| r.status >= 500).count();
     let mut namespaces_written: Vec<&str> = requests
         .iter()
-        .filter(|r| r.reached_store && r.is_write())
+        .filter(|r| r.is_secret() && r.reached_store && r.is_write())
         .filter_map(|r| r.namespace.as_deref())
         .collect();
     namespaces_written.sort_unstable();
     namespaces_written.dedup();
     serde_json::json!({
         "total": requests.len(),
-        // Everything but the long-lived list/watch of the managed Secret name.
+        // Everything but the long-lived lists/watches (of the managed Secret name, of Namespaces).
         "per_request_calls": requests.iter().filter(|r| r.verb != "watch" && r.verb != "list").count(),
         "by_verb": by_verb,
+        "namespace_requests_by_verb": namespace_by_verb,
         "writes": api.writes(),
         "namespaces_written": namespaces_written.len(),
         "status_4xx": status_4xx,
         "status_5xx": status_5xx,
         "rbac_violations": api.rbac_violations().len(),
         "secrets": api.all_secrets().len(),
-        "active_watches": api.active_watches(),
+        "active_watches": api.active_watches_on(SECRETS),
+        "active_namespace_watches": api.active_watches_on(NAMESPACES),
+        "namespaces": api.namespaces().len(),
     })
 }
 
@@ -110,6 +130,9 @@ fn main() -> Result<(), String> {
         } else {
             FakeApi::start(&names).await
         });
+        for namespace in &args.namespaces {
+            api.ensure_namespace(namespace);
+        }
         std::fs::write(&args.kubeconfig, kubeconfig(&api.url()))
             .map_err(|e| format!("write {}: {e}", args.kubeconfig.display()))?;
 

@@ -64,7 +64,9 @@ impl Harness {
         }
     }
 
+    /// A Pod CREATE in `namespace`, which exists first, as in a real cluster.
     async fn admit(&self, namespace: &str) -> serde_json::Value {
+        self.api.ensure_namespace(namespace);
         let review = json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",

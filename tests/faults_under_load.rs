@@ -27,7 +27,7 @@ use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
 use pullsecret_injector::serving::Metrics;
 use pullsecret_injector::serving::ServerOptions;
 use serde_json::json;
-use support::fake_api::{FakeApi, Fault};
+use support::fake_api::{FakeApi, Fault, SECRETS};
 use support::load::{LoadConn, LoadRequest, LoadStats, review_with_object, spawn_load};
 use support::{KubeletDir, TestOptions, TestServer, eventually};
 
@@ -151,10 +151,15 @@ async fn no_admission_request_fails_while_everything_around_it_does() {
     })
     .await;
     assert!(
-        api.wait_for(CONVERGE, |a| a.active_watches() >= 1).await,
+        api.wait_for(CONVERGE, |a| a.active_watches_on(SECRETS) >= 1)
+            .await,
         "no watch opened"
     );
 
+    // Each phase's namespaces exist before its Pods, as in a real cluster.
+    for namespace in ["steady-0", "steady-1"] {
+        api.ensure_namespace(namespace);
+    }
     let mix = Arc::new(Mix {
         namespaces: Mutex::new(vec!["steady-0".into(), "steady-1".into()]),
         used: Mutex::new(BTreeSet::new()),
@@ -179,9 +184,13 @@ async fn no_admission_request_fails_while_everything_around_it_does() {
     let phase = |name: &'static str| {
         let mix = mix.clone();
         let stats = stats.clone();
+        let api = api.clone();
         async move {
-            *mix.namespaces.lock().expect("namespaces") =
-                (0..3).map(|i| format!("{name}-{i}")).collect();
+            let namespaces: Vec<String> = (0..3).map(|i| format!("{name}-{i}")).collect();
+            for namespace in &namespaces {
+                api.ensure_namespace(namespace);
+            }
+            *mix.namespaces.lock().expect("namespaces") = namespaces;
             tokio::time::sleep(PHASE).await;
             println!("after {name:<14} {}", stats.summary());
         }
@@ -452,7 +461,11 @@ async fn a_foreign_secret_seen_first_by_the_watch_still_warns_the_first_pod() {
         ..TestOptions::new(&config(key_dir.path(), "2s"), Arc::new(provisioner.clone()))
     })
     .await;
-    assert!(api.wait_for(CONVERGE, |a| a.active_watches() >= 1).await);
+    assert!(
+        api.wait_for(CONVERGE, |a| a.active_watches_on(SECRETS) >= 1)
+            .await
+    );
+    api.put_namespace("team-own", &[]);
     let mut foreign = k8s_openapi::api::core::v1::Secret::default();
     foreign.metadata.name = Some(SECRET.into());
     foreign.metadata.namespace = Some("team-own".into());

@@ -29,7 +29,7 @@ use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
 use pullsecret_injector::serving::Metrics;
 use pullsecret_injector::serving::ServerOptions;
 use serde_json::json;
-use support::fake_api::{FakeApi, Fault};
+use support::fake_api::{self, FakeApi, Fault};
 use support::load::pod_review;
 use support::{KubeletDir, TestOptions, TestServer, eventually};
 use tracing_subscriber::fmt::MakeWriter;
@@ -388,10 +388,15 @@ provisioning: {{budget: 2s}}
     })
     .await;
     assert!(
-        api.wait_for(CONVERGE, |a| a.active_watches() >= SECRETS.len())
+        api.wait_for(CONVERGE, |a| a.active_watches_on(fake_api::SECRETS)
+            >= SECRETS.len())
             .await,
         "watches not opened"
     );
+    // The scenario's namespaces exist before their Pods, as in a real cluster.
+    for namespace in ["team-a", "fault-500", "team-own"] {
+        api.ensure_namespace(namespace);
+    }
 
     // 1. The first Pod creates the three Secrets.
     admit(&server, "team-a").await;

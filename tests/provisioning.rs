@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
 use pullsecret_injector::serving::Metrics;
 use serde_json::json;
-use support::fake_api::{FakeApi, Fault};
+use support::fake_api::{FakeApi, Fault, SECRETS};
 use support::{KubeletDir, TestOptions, TestServer};
 use tempfile::TempDir;
 
@@ -71,7 +71,8 @@ impl Harness {
         .await;
         // The provisioner watches the managed Secret name from the start.
         assert!(
-            api.wait_for(CONVERGE, |a| a.active_watches() >= 1).await,
+            api.wait_for(CONVERGE, |a| a.active_watches_on(SECRETS) >= 1)
+                .await,
             "no watch opened"
         );
         Self {
@@ -84,7 +85,9 @@ impl Harness {
         }
     }
 
+    /// A Pod CREATE in `namespace`, which exists first, as in a real cluster.
     async fn admit(&self, namespace: &str, dry_run: bool) -> serde_json::Value {
+        self.api.ensure_namespace(namespace);
         let mut conn = self.server.client.connect().await.expect("connect");
         let reply = conn.review(pod_review(namespace, dry_run)).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -116,7 +119,8 @@ impl Harness {
             .await
     }
 
-    /// API calls other than the provisioner's cluster-wide list/watch.
+    /// Secret API calls other than the provisioner's cluster-wide list/watch (`count` counts Secret
+    /// requests only).
     fn point_calls(&self) -> usize {
         ["get", "create", "patch", "update", "delete"]
             .iter()
@@ -286,6 +290,7 @@ async fn dry_run_gets_the_patch_and_writes_nothing() {
 #[tokio::test]
 async fn foreign_secret_is_untouched_and_still_referenced() {
     let h = Harness::start("2s").await;
+    h.api.put_namespace("team-own", &[]);
     let mut foreign = Secret::default();
     foreign.metadata.name = Some(SECRET.into());
     foreign.metadata.namespace = Some("team-own".into());
@@ -435,6 +440,7 @@ async fn api_down_then_back_converges() {
 #[tokio::test]
 async fn two_hundred_concurrent_pods_in_a_new_namespace_cause_one_write() {
     let h = Harness::start("5s").await;
+    h.api.put_namespace("team-burst", &[]);
     h.api.reset_log();
     let mut tasks = Vec::new();
     for _ in 0..200 {
@@ -497,7 +503,7 @@ async fn two_injector_replicas_racing_end_with_one_secret_and_no_error() {
         .api
         .requests()
         .iter()
-        .filter(|r| r.verb == "create" && r.status == 201)
+        .filter(|r| r.is_secret() && r.verb == "create" && r.status == 201)
         .count();
     assert_eq!(created, 5, "one successful create per namespace");
     a.assert_no_rbac_violation();
@@ -592,6 +598,7 @@ async fn deleted_managed_secret_comes_back() {
 #[tokio::test]
 async fn registry_without_credentials_only_injects_the_reference() {
     let api = FakeApi::start(&[SECRET]).await;
+    api.put_namespace("team-a", &[]);
     let provisioner =
         KubePullSecrets::start(api.client(), Arc::new(Metrics::new()), test_options());
     let server =

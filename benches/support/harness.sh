@@ -63,9 +63,12 @@ provisioning:
 EOF
 }
 
-# examples/fake_api_server with a kubeconfig in $TMP; sets FAKE_PID and STATS_URL.
-start_fake_api() {
-  "$EX/fake_api_server" --kubeconfig "$TMP/kubeconfig" gcr-pull >"$TMP/fake.log" 2>&1 &
+# examples/fake_api_server with a kubeconfig in $TMP; sets FAKE_PID and STATS_URL. The arguments are
+# the namespaces that exist from the start (Secrets are only written into existing namespaces).
+start_fake_api() { # [namespace...]
+  local ns_args=() ns
+  for ns in "$@"; do ns_args+=(--namespace "$ns"); done
+  "$EX/fake_api_server" --kubeconfig "$TMP/kubeconfig" "${ns_args[@]}" gcr-pull >"$TMP/fake.log" 2>&1 &
   FAKE_PID=$!
   PIDS+=("$FAKE_PID")
   for _ in $(seq 1 100); do grep -q '^STATS_URL=' "$TMP/fake.log" 2>/dev/null && break; sleep 0.1; done

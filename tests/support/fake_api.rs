@@ -2,13 +2,22 @@
 //!
 //! Serves core/v1 `Secret`s over plain HTTP on `127.0.0.1:<random port>` the way
 //! the real API server answers `kube::Client` (get, list, watch, create, update,
-//! patch: server-side apply, merge and strategic merge; delete, deletecollection).
-//! It keeps state, emulates the deployment's least-privilege RBAC, records every
-//! request and can inject faults (status codes, delays, dropped connections, or
-//! the whole API going down).
+//! patch: server-side apply, merge and strategic merge; delete, deletecollection),
+//! and core/v1 `Namespace`s for reading (get, list, watch; they are created,
+//! relabelled, terminated and deleted by the test through `FakeApi`). It keeps
+//! state, emulates the deployment's least-privilege RBAC, records every request
+//! and can inject faults (status codes, delays, dropped connections, or the whole
+//! API going down).
+//!
+//! Namespaces are enforced as the API server's `NamespaceLifecycle` admission
+//! does: writing a Secret into a namespace that does not exist is `404 NotFound`
+//! (details kind "namespaces"), creating one in a terminating namespace is
+//! `403 Forbidden`. Tests create the namespaces they use first
+//! (`FakeApi::put_namespace`, `FakeApi::ensure_namespace`).
 //!
 //! ```text
 //! let api = FakeApi::start(&["gcr-pull"]).await;
+//! api.put_namespace("team-a", &[("env", "prod")]);
 //! let secrets: kube::Api<Secret> = kube::Api::namespaced(api.client(), "team-a");
 //! api.inject(Fault::status(500).on_verb("create").times(2));
 //! ```
@@ -32,8 +41,8 @@ use axum::http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Namespace, NamespaceSpec, NamespaceStatus, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
@@ -51,6 +60,13 @@ const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 const MAX_SECRET_DATA_BYTES: usize = 1024 * 1024;
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+/// The label the API server puts on every namespace, set to its name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// `RecordedRequest::resource` of Secret requests.
+pub const SECRETS: &str = "secrets";
+/// `RecordedRequest::resource` of Namespace requests.
+pub const NAMESPACES: &str = "namespaces";
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -65,10 +81,20 @@ pub struct RecordedRequest {
     pub path: String,
     /// Raw (still percent-encoded) query string, "" if none.
     pub query: String,
+    /// The resource the URL names: `SECRETS` ("secrets"), `NAMESPACES`
+    /// ("namespaces"), another resource's plural for endpoints the fake does not
+    /// serve ("configmaps", "deployments", ...), or "" for non-resource URLs
+    /// (discovery, `/version`, ...).
+    pub resource: String,
     /// Kubernetes verb: "get", "list", "watch", "create", "update", "patch",
-    /// "delete", "deletecollection", or "unknown" (not a Secret endpoint, or a
-    /// method the endpoint does not serve).
+    /// "delete", "deletecollection", or "unknown" (not an endpoint the fake
+    /// serves, or a method the endpoint does not serve). Namespace writes get
+    /// their verb, though the fake does not emulate them (403 under RBAC, else
+    /// 405).
     pub verb: String,
+    /// The URL's namespace; for a request on one Namespace
+    /// (`/api/v1/namespaces/{name}`), that namespace's name, as in the API
+    /// server's request attributes.
     pub namespace: Option<String>,
     /// The URL's name; for "create" the body's metadata.name.
     pub name: Option<String>,
@@ -105,6 +131,16 @@ impl RecordedRequest {
     pub fn is_write(&self) -> bool {
         is_write_verb(&self.verb)
     }
+
+    /// A request on Secrets (`resource == SECRETS`).
+    pub fn is_secret(&self) -> bool {
+        self.resource == SECRETS
+    }
+
+    /// A request on Namespaces (`resource == NAMESPACES`).
+    pub fn is_namespace(&self) -> bool {
+        self.resource == NAMESPACES
+    }
 }
 
 /// What a matching fault rule does.
@@ -126,7 +162,8 @@ pub enum FaultAction {
 /// A fault-injection rule. Rules are checked in the order injected, before RBAC
 /// and normal handling: every matching `delay` rule adds its delay, and the first
 /// matching `status`/`close_connection` rule answers. A rule with `times(n)` fires
-/// n times, then stays inert.
+/// n times, then stays inert. A rule matches requests on every resource (Secrets,
+/// Namespaces, anything else) unless `on_resource` narrows it.
 ///
 /// Note: `kube::Client` (kube 5, `default_retry`) retries 429, 503 and 504 itself
 /// (up to 15 times, exponential backoff from 5 ms), so each such fault with
@@ -134,6 +171,7 @@ pub enum FaultAction {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fault {
     label: Option<String>,
+    resources: Vec<String>,
     verbs: Vec<String>,
     namespace: Option<String>,
     name: Option<String>,
@@ -167,6 +205,7 @@ impl Fault {
     fn with_action(action: FaultAction) -> Self {
         Fault {
             label: None,
+            resources: Vec::new(),
             verbs: Vec::new(),
             namespace: None,
             name: None,
@@ -182,7 +221,15 @@ impl Fault {
         self
     }
 
-    /// Only requests in this namespace.
+    /// Only requests on this resource (`SECRETS`, `NAMESPACES`; see
+    /// `RecordedRequest::resource`). Calling it again adds alternatives.
+    pub fn on_resource(mut self, resource: &str) -> Self {
+        self.resources.push(resource.to_string());
+        self
+    }
+
+    /// Only requests in this namespace (for a request on one Namespace: that
+    /// namespace, see `RecordedRequest::namespace`).
     pub fn in_namespace(mut self, namespace: &str) -> Self {
         self.namespace = Some(namespace.to_string());
         self
@@ -246,6 +293,9 @@ impl Fault {
         if self.remaining == Some(0) {
             return false;
         }
+        if !self.resources.is_empty() && !self.resources.contains(&info.resource) {
+            return false;
+        }
         if !self.verbs.is_empty() && !self.verbs.iter().any(|v| v == info.verb) {
             return false;
         }
@@ -280,14 +330,17 @@ impl fmt::Debug for FakeApi {
 }
 
 impl FakeApi {
-    /// Start with the deployment's RBAC: create any Secret; get, patch, update
-    /// only `allowed_names`; list/watch only with
-    /// `fieldSelector=metadata.name=<allowed name>`; never delete.
+    /// Start with the deployment's RBAC: create any Secret; get, patch only
+    /// `allowed_names`; list/watch only with
+    /// `fieldSelector=metadata.name=<allowed name>`; never update or delete.
+    /// Namespaces: list and watch (cluster-wide, any selector), nothing else.
+    /// Starts with no namespace at all (not even "default").
     pub async fn start(allowed_names: &[&str]) -> FakeApi {
         Self::start_inner(Some(allowed_names.iter().map(|s| s.to_string()).collect())).await
     }
 
-    /// Start without RBAC: every verb is allowed (delete and deletecollection too).
+    /// Start without RBAC: every verb is allowed (delete and deletecollection too;
+    /// namespace writes are still not emulated: 405).
     pub async fn start_permissive() -> FakeApi {
         Self::start_inner(None).await
     }
@@ -304,7 +357,8 @@ impl FakeApi {
             events,
             signals,
             rbac,
-            active_watches: AtomicUsize::new(0),
+            active_secret_watches: AtomicUsize::new(0),
+            active_namespace_watches: AtomicUsize::new(0),
         });
         tokio::spawn(serve(listener, shared.clone()));
         FakeApi { addr, shared }
@@ -355,7 +409,8 @@ impl FakeApi {
         self.shared.lock().objects.values().cloned().collect()
     }
 
-    /// Seed or overwrite a Secret as-is (no validation; namespace defaults to
+    /// Seed or overwrite a Secret as-is (no validation, and its namespace need not
+    /// exist: create it first for a realistic state; namespace defaults to
     /// "default"; stringData is folded into data; type defaults to Opaque). Keeps
     /// the uid/creationTimestamp of an existing object unless given, bumps the
     /// resourceVersion, emits ADDED or MODIFIED. Returns the stored object.
@@ -383,7 +438,7 @@ impl FakeApi {
                 secret.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
             }
         }
-        state.fill_system_fields(&mut secret);
+        state.fill_system_fields(&mut secret.metadata);
         normalize(&mut secret);
         state.store(&self.shared.events, secret)
     }
@@ -394,9 +449,109 @@ impl FakeApi {
         state.remove(&self.shared.events, namespace, name).is_some()
     }
 
-    /// The current (last issued) resourceVersion.
+    /// The current (last issued) resourceVersion (one counter for Secrets and
+    /// Namespaces, as in a real API server).
     pub fn resource_version(&self) -> u64 {
         self.shared.lock().rv
+    }
+
+    // ---- namespaces (admin view: bypasses RBAC and faults, not recorded) ----
+
+    /// Create the namespace `name` (phase Active; ADDED) or set the labels of the
+    /// existing one (MODIFIED; nothing happens, no event, when they are already
+    /// these). The API server's `kubernetes.io/metadata.name=<name>` label is
+    /// always added. A terminating namespace stays terminating. Returns the
+    /// stored object.
+    pub fn put_namespace(&self, name: &str, labels: &[(&str, &str)]) -> Namespace {
+        let mut labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        labels.insert(NAMESPACE_NAME_LABEL.to_string(), name.to_string());
+        let mut state = self.shared.lock();
+        let namespace = match state.namespaces.get(name) {
+            Some(old) if old.metadata.labels.as_ref() == Some(&labels) => return old.clone(),
+            Some(old) => {
+                let mut namespace = old.clone();
+                namespace.metadata.labels = Some(labels);
+                namespace
+            }
+            None => {
+                let mut namespace = Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(name.to_string()),
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(NamespaceSpec {
+                        finalizers: Some(vec!["kubernetes".to_string()]),
+                    }),
+                    status: Some(NamespaceStatus {
+                        phase: Some("Active".to_string()),
+                        ..NamespaceStatus::default()
+                    }),
+                };
+                state.fill_system_fields(&mut namespace.metadata);
+                namespace
+            }
+        };
+        state.store_namespace(&self.shared.events, namespace)
+    }
+
+    /// Create the namespace `name` without labels (but the API server's) unless it
+    /// exists; the namespace as it is now.
+    pub fn ensure_namespace(&self, name: &str) -> Namespace {
+        if let Some(namespace) = self.namespace(name) {
+            return namespace;
+        }
+        self.put_namespace(name, &[])
+    }
+
+    /// What `kubectl delete namespace` starts: deletionTimestamp set, phase
+    /// Terminating (MODIFIED); the namespace and its Secrets stay until
+    /// `delete_namespace`. Creating a Secret in it is refused from now on (403).
+    /// None if it does not exist; an already terminating one is returned as is.
+    pub fn terminate_namespace(&self, name: &str) -> Option<Namespace> {
+        let mut state = self.shared.lock();
+        let old = state.namespaces.get(name)?.clone();
+        if is_terminating(&old) {
+            return Some(old);
+        }
+        let namespace = terminating(old);
+        Some(state.store_namespace(&self.shared.events, namespace))
+    }
+
+    /// The end of a namespace's deletion: terminates it first if it is not
+    /// terminating yet (MODIFIED), then removes every Secret in it (DELETED each)
+    /// and the namespace itself (DELETED). False if it did not exist.
+    pub fn delete_namespace(&self, name: &str) -> bool {
+        let mut state = self.shared.lock();
+        let Some(old) = state.namespaces.get(name).cloned() else {
+            return false;
+        };
+        if !is_terminating(&old) {
+            state.store_namespace(&self.shared.events, terminating(old));
+        }
+        let secrets: Vec<String> = state
+            .objects
+            .keys()
+            .filter(|(ns, _)| ns == name)
+            .map(|(_, n)| n.clone())
+            .collect();
+        for secret in secrets {
+            state.remove(&self.shared.events, name, &secret);
+        }
+        state.remove_namespace(&self.shared.events, name);
+        true
+    }
+
+    /// Every namespace, ordered by name.
+    pub fn namespaces(&self) -> Vec<Namespace> {
+        self.shared.lock().namespaces.values().cloned().collect()
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<Namespace> {
+        self.shared.lock().namespaces.get(name).cloned()
     }
 
     // ---- request log ----
@@ -407,25 +562,32 @@ impl FakeApi {
         self.shared.lock().log.clone()
     }
 
-    /// create/update/patch/delete/deletecollection requests that reached the
-    /// store (not answered by a fault, the API being down, or RBAC), whatever
+    /// Secret create/update/patch/delete/deletecollection requests that reached
+    /// the store (not answered by a fault, the API being down, or RBAC), whatever
     /// their outcome.
     pub fn writes(&self) -> usize {
         self.shared
             .lock()
             .log
             .iter()
-            .filter(|r| r.reached_store && r.is_write())
+            .filter(|r| r.is_secret() && r.reached_store && r.is_write())
             .count()
     }
 
-    /// Requests with this verb, however they were answered.
+    /// Secret requests with this verb, however they were answered. Requests on
+    /// Namespaces (or anything else) are not counted: see `count_on`.
     pub fn count(&self, verb: &str) -> usize {
+        self.count_on(SECRETS, verb)
+    }
+
+    /// Requests on `resource` (`SECRETS`, `NAMESPACES`, ...; see
+    /// `RecordedRequest::resource`) with this verb, however they were answered.
+    pub fn count_on(&self, resource: &str, verb: &str) -> usize {
         self.shared
             .lock()
             .log
             .iter()
-            .filter(|r| r.verb == verb)
+            .filter(|r| r.resource == resource && r.verb == verb)
             .count()
     }
 
@@ -445,9 +607,18 @@ impl FakeApi {
         self.shared.lock().log.clear();
     }
 
-    /// Watch streams currently open.
+    /// Watch streams currently open (Secrets and Namespaces).
     pub fn active_watches(&self) -> usize {
-        self.shared.active_watches.load(Ordering::SeqCst)
+        self.active_watches_on(SECRETS) + self.active_watches_on(NAMESPACES)
+    }
+
+    /// Watch streams on `resource` (`SECRETS` or `NAMESPACES`) currently open.
+    pub fn active_watches_on(&self, resource: &str) -> usize {
+        match resource {
+            SECRETS => self.shared.active_secret_watches.load(Ordering::SeqCst),
+            NAMESPACES => self.shared.active_namespace_watches.load(Ordering::SeqCst),
+            _ => 0,
+        }
     }
 
     /// Poll `condition` every 10 ms until it holds (true) or `timeout` passes
@@ -518,7 +689,8 @@ struct Shared {
     signals: watch::Sender<Signals>,
     /// None: no RBAC (everything allowed).
     rbac: Option<Vec<String>>,
-    active_watches: AtomicUsize,
+    active_secret_watches: AtomicUsize,
+    active_namespace_watches: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -526,7 +698,10 @@ struct State {
     rv: u64,
     seq: u64,
     uids: u64,
+    /// Secrets by (namespace, name).
     objects: BTreeMap<(String, String), Secret>,
+    namespaces: BTreeMap<String, Namespace>,
+    /// Changes of Secrets and Namespaces, in resourceVersion order.
     history: VecDeque<Arc<Change>>,
     /// Changes with rv <= this were dropped from `history`.
     history_floor: u64,
@@ -541,12 +716,35 @@ enum ChangeKind {
     Deleted,
 }
 
+/// A stored object of either resource the fake serves.
+#[derive(Clone, Debug, PartialEq)]
+enum Object {
+    Secret(Secret),
+    Namespace(Namespace),
+}
+
+impl Object {
+    fn resource(&self) -> &'static str {
+        match self {
+            Object::Secret(_) => SECRETS,
+            Object::Namespace(_) => NAMESPACES,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            Object::Secret(secret) => secret_json(secret),
+            Object::Namespace(namespace) => namespace_json(namespace),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Change {
     rv: u64,
     kind: ChangeKind,
-    old: Option<Secret>,
-    new: Secret,
+    old: Option<Object>,
+    new: Object,
 }
 
 impl Shared {
@@ -558,6 +756,15 @@ impl Shared {
     fn is_down(&self) -> bool {
         self.signals.borrow().down
     }
+
+    /// The count of open watches on `resource`.
+    fn watch_counter(&self, resource: &str) -> &AtomicUsize {
+        if resource == NAMESPACES {
+            &self.active_namespace_watches
+        } else {
+            &self.active_secret_watches
+        }
+    }
 }
 
 impl State {
@@ -566,14 +773,13 @@ impl State {
         self.rv
     }
 
-    fn fill_system_fields(&mut self, secret: &mut Secret) {
-        if secret.metadata.uid.is_none() {
+    fn fill_system_fields(&mut self, metadata: &mut ObjectMeta) {
+        if metadata.uid.is_none() {
             self.uids += 1;
-            secret.metadata.uid = Some(new_uid(self.uids));
+            metadata.uid = Some(new_uid(self.uids));
         }
-        if secret.metadata.creation_timestamp.is_none() {
-            secret.metadata.creation_timestamp =
-                serde_json::from_value::<Time>(Value::String(now_rfc3339())).ok();
+        if metadata.creation_timestamp.is_none() {
+            metadata.creation_timestamp = now_time();
         }
     }
 
@@ -605,11 +811,76 @@ impl State {
             Change {
                 rv,
                 kind,
-                old,
-                new: secret.clone(),
+                old: old.map(Object::Secret),
+                new: Object::Secret(secret.clone()),
             },
         );
         secret
+    }
+
+    /// `store` for a Namespace.
+    fn store_namespace(
+        &mut self,
+        events: &broadcast::Sender<Arc<Change>>,
+        mut namespace: Namespace,
+    ) -> Namespace {
+        let rv = self.next_rv();
+        namespace.metadata.resource_version = Some(rv.to_string());
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        let old = self.namespaces.insert(name, namespace.clone());
+        let kind = if old.is_some() {
+            ChangeKind::Modified
+        } else {
+            ChangeKind::Added
+        };
+        self.emit(
+            events,
+            Change {
+                rv,
+                kind,
+                old: old.map(Object::Namespace),
+                new: Object::Namespace(namespace.clone()),
+            },
+        );
+        namespace
+    }
+
+    fn remove_namespace(
+        &mut self,
+        events: &broadcast::Sender<Arc<Change>>,
+        name: &str,
+    ) -> Option<Namespace> {
+        let mut old = self.namespaces.remove(name)?;
+        let rv = self.next_rv();
+        old.metadata.resource_version = Some(rv.to_string());
+        self.emit(
+            events,
+            Change {
+                rv,
+                kind: ChangeKind::Deleted,
+                old: None,
+                new: Object::Namespace(old.clone()),
+            },
+        );
+        Some(old)
+    }
+
+    /// What the `NamespaceLifecycle` admission plugin says about a write of
+    /// Secret `name` into `namespace`: 404 (namespace kind) when the namespace
+    /// does not exist; for a create, 403 when it is terminating.
+    fn admit_into_namespace(
+        &self,
+        namespace: &str,
+        name: &str,
+        create: bool,
+    ) -> Result<(), ApiError> {
+        match self.namespaces.get(namespace) {
+            None => Err(ApiError::namespace_not_found(namespace)),
+            Some(ns) if create && is_terminating(ns) => {
+                Err(ApiError::namespace_terminating(namespace, name))
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     fn remove(
@@ -629,11 +900,28 @@ impl State {
                 rv,
                 kind: ChangeKind::Deleted,
                 old: None,
-                new: old.clone(),
+                new: Object::Secret(old.clone()),
             },
         );
         Some(old)
     }
+}
+
+fn is_terminating(namespace: &Namespace) -> bool {
+    namespace.metadata.deletion_timestamp.is_some()
+        || namespace.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+}
+
+/// The namespace with deletionTimestamp set and phase Terminating.
+fn terminating(mut namespace: Namespace) -> Namespace {
+    if namespace.metadata.deletion_timestamp.is_none() {
+        namespace.metadata.deletion_timestamp = now_time();
+    }
+    namespace
+        .status
+        .get_or_insert_with(NamespaceStatus::default)
+        .phase = Some("Terminating".to_string());
+    namespace
 }
 
 fn key_of(secret: &Secret) -> (String, String) {
@@ -708,11 +996,16 @@ enum Target {
     Collection,
     Item,
     MethodNotAllowed,
+    /// A request the real server serves but the fake does not emulate (namespace
+    /// writes): answered 405 after RBAC.
+    NotEmulated,
     NotFound,
 }
 
 #[derive(Clone, Debug)]
 struct RequestInfo {
+    /// See `RecordedRequest::resource`.
+    resource: String,
     verb: &'static str,
     target: Target,
     namespace: Option<String>,
@@ -739,6 +1032,7 @@ fn request_info(
     body: Option<&Value>,
 ) -> RequestInfo {
     let mut info = RequestInfo {
+        resource: resource_of(path),
         verb: "unknown",
         target: Target::NotFound,
         namespace: None,
@@ -752,6 +1046,49 @@ fn request_info(
     if segs.iter().any(|s| s.is_empty()) {
         return info;
     }
+    let watch = is_truthy(param(params, "watch"));
+    match segs.as_slice() {
+        ["namespaces"] => {
+            info.target = Target::Collection;
+            info.verb = match *method {
+                Method::GET if watch => "watch",
+                Method::GET => "list",
+                Method::POST => {
+                    info.target = Target::NotEmulated;
+                    info.name = body
+                        .and_then(|b| b.pointer("/metadata/name"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    "create"
+                }
+                _ => {
+                    info.target = Target::MethodNotAllowed;
+                    "unknown"
+                }
+            };
+            return info;
+        }
+        ["namespaces", name] => {
+            info.namespace = Some(name.to_string());
+            info.name = Some(name.to_string());
+            info.target = Target::NotEmulated;
+            info.verb = match *method {
+                Method::GET => {
+                    info.target = Target::Item;
+                    "get"
+                }
+                Method::PUT => "update",
+                Method::PATCH => "patch",
+                Method::DELETE => "delete",
+                _ => {
+                    info.target = Target::MethodNotAllowed;
+                    "unknown"
+                }
+            };
+            return info;
+        }
+        _ => {}
+    }
     let (namespace, name) = match segs.as_slice() {
         ["secrets"] => (None, None),
         ["namespaces", ns, "secrets"] => (Some(ns.to_string()), None),
@@ -759,7 +1096,6 @@ fn request_info(
         _ => return info,
     };
     info.namespace = namespace;
-    let watch = is_truthy(param(params, "watch"));
     if let Some(name) = name {
         info.name = Some(name);
         info.target = Target::Item;
@@ -807,6 +1143,25 @@ fn is_resource_path(path: &str) -> bool {
     }
 }
 
+/// The resource a URL names (`RecordedRequest::resource`): `/api/v1/<resource>...`,
+/// `/api/v1/namespaces/<ns>/<resource>...`, the same under `/apis/<group>/<version>`;
+/// "" for anything else.
+fn resource_of(path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segs.as_slice() {
+        ["api", _, rest @ ..] => rest,
+        ["apis", _, _, rest @ ..] => rest,
+        _ => return String::new(),
+    };
+    match rest {
+        // Subresources of a Namespace.
+        ["namespaces", _, "status" | "finalize"] => NAMESPACES.to_string(),
+        ["namespaces", _, resource, ..] => resource.to_string(),
+        [resource, ..] => resource.to_string(),
+        [] => String::new(),
+    }
+}
+
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
     params
         .iter()
@@ -835,6 +1190,8 @@ struct ApiError {
     message: String,
     name: Option<String>,
     kind: &'static str,
+    /// `details.causes`, when any.
+    causes: Vec<Value>,
 }
 
 impl ApiError {
@@ -844,8 +1201,14 @@ impl ApiError {
             reason: reason.to_string(),
             message: message.into(),
             name: None,
-            kind: "secrets",
+            kind: SECRETS,
+            causes: Vec::new(),
         }
+    }
+
+    fn with_kind(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
     }
 
     fn with_name(mut self, name: &str) -> Self {
@@ -855,6 +1218,41 @@ impl ApiError {
 
     fn not_found(name: &str) -> Self {
         Self::new(404, "NotFound", format!("secrets \"{name}\" not found")).with_name(name)
+    }
+
+    /// What `NamespaceLifecycle` answers for a write into a missing namespace: the
+    /// namespace's NotFound.
+    fn namespace_not_found(namespace: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("namespaces \"{namespace}\" not found"),
+        )
+        .with_name(namespace)
+        .with_kind(NAMESPACES)
+    }
+
+    /// What `NamespaceLifecycle` answers for a create in a terminating namespace.
+    fn namespace_terminating(namespace: &str, name: &str) -> Self {
+        let subject = if name.is_empty() {
+            SECRETS.to_string()
+        } else {
+            format!("{SECRETS} \"{name}\"")
+        };
+        let mut e = Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{subject} is forbidden: unable to create new content in namespace {namespace} because it is being terminated"
+            ),
+        )
+        .with_name(name);
+        e.causes.push(json!({
+            "reason": "NamespaceTerminating",
+            "message": format!("namespace {namespace} is being terminated"),
+            "field": "metadata.namespace",
+        }));
+        e
     }
 
     fn already_exists(name: &str) -> Self {
@@ -882,14 +1280,13 @@ impl ApiError {
     }
 
     fn invalid(name: &str, causes: &[String]) -> Self {
-        let mut e = Self::new(
+        Self::new(
             422,
             "Invalid",
             format!("Secret \"{name}\" is invalid: {}", causes.join(", ")),
         )
-        .with_name(name);
-        e.kind = "Secret";
-        e
+        .with_name(name)
+        .with_kind("Secret")
     }
 
     fn internal(message: impl Into<String>) -> Self {
@@ -906,6 +1303,9 @@ impl ApiError {
             details.insert("name".into(), Value::String(name.clone()));
         }
         details.insert("kind".into(), Value::String(self.kind.to_string()));
+        if !self.causes.is_empty() {
+            details.insert("causes".into(), Value::Array(self.causes.clone()));
+        }
         let body = json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -948,12 +1348,13 @@ fn fault_error(
 ) -> ApiError {
     let reason = reason.unwrap_or_else(|| reason_for_code(code, info.verb));
     let name = info.name.as_deref().unwrap_or("");
+    let resource = error_kind(info);
     let message = match message {
         Some(m) => m.to_string(),
         None => match reason {
-            "AlreadyExists" => format!("secrets \"{name}\" already exists"),
-            "Conflict" => ApiError::conflict(name).message,
-            "NotFound" => format!("secrets \"{name}\" not found"),
+            "AlreadyExists" => format!("{resource} \"{name}\" already exists"),
+            "Conflict" => ApiError::conflict(name).message.replacen(SECRETS, resource, 1),
+            "NotFound" => format!("{resource} \"{name}\" not found"),
             "Forbidden" => forbidden_message(info),
             "InternalError" => "Internal error occurred: injected fault".to_string(),
             "ServiceUnavailable" => "the server is currently unable to handle the request".to_string(),
@@ -962,22 +1363,35 @@ fn fault_error(
             _ => format!("injected fault: HTTP {code}"),
         },
     };
-    let mut e = ApiError::new(code, reason, message);
+    let mut e = ApiError::new(code, reason, message).with_kind(resource);
     e.name = info.name.clone();
     e
 }
 
+/// The resource named in errors about this request ("secrets" for anything the
+/// fake does not serve, as before namespaces were served).
+fn error_kind(info: &RequestInfo) -> &'static str {
+    if info.resource == NAMESPACES {
+        NAMESPACES
+    } else {
+        SECRETS
+    }
+}
+
 fn forbidden_message(info: &RequestInfo) -> String {
+    let resource = error_kind(info);
     let subject = match &info.name {
-        Some(name) if info.verb != "create" => format!("secrets \"{name}\""),
-        _ => "secrets".to_string(),
+        Some(name) if info.verb != "create" => format!("{resource} \"{name}\""),
+        _ => resource.to_string(),
     };
+    // A request on one Namespace has it as its namespace attribute, and RBAC
+    // says so ("in the namespace \"team-a\"").
     let scope = match &info.namespace {
         Some(ns) => format!("in the namespace \"{ns}\""),
         None => "at the cluster scope".to_string(),
     };
     format!(
-        "{subject} is forbidden: User \"{FAKE_API_USER}\" cannot {} resource \"secrets\" in API group \"\" {scope}",
+        "{subject} is forbidden: User \"{FAKE_API_USER}\" cannot {} resource \"{resource}\" in API group \"\" {scope}",
         info.verb
     )
 }
@@ -996,6 +1410,10 @@ fn json_response(code: u16, body: &Value) -> Response<Body> {
 
 fn secret_json(secret: &Secret) -> Value {
     serde_json::to_value(secret).unwrap_or(Value::Null)
+}
+
+fn namespace_json(namespace: &Namespace) -> Value {
+    serde_json::to_value(namespace).unwrap_or(Value::Null)
 }
 
 // ---------------------------------------------------------------------------
@@ -1034,6 +1452,7 @@ impl Shared {
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
             query: query.clone(),
+            resource: info.resource.clone(),
             verb: info.verb.to_string(),
             namespace: info.namespace.clone(),
             name: info.name.clone(),
@@ -1045,7 +1464,7 @@ impl Shared {
             rbac_denied: self.rbac_denies(&info, &params),
             reached_store: false,
         };
-        tracing::debug!(method = %record.method, path = %record.path, query = %record.query, verb = %record.verb, "fake API request");
+        tracing::debug!(method = %record.method, path = %record.path, query = %record.query, resource = %record.resource, verb = %record.verb, "fake API request");
 
         if self.is_down() {
             record.fault = Some("down".to_string());
@@ -1103,7 +1522,21 @@ impl Shared {
             .into_response(),
             _ if record.rbac_denied => ApiError::new(403, "Forbidden", forbidden_message(&info))
                 .with_name(info.name.as_deref().unwrap_or(""))
+                .with_kind(error_kind(&info))
                 .into_response(),
+            (Target::NotEmulated, _) => ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!(
+                    "the fake API does not emulate {} on {} ({} {})",
+                    info.verb,
+                    info.resource,
+                    parts.method,
+                    parts.uri.path()
+                ),
+            )
+            .with_kind(error_kind(&info))
+            .into_response(),
             (_, Err(err)) => {
                 ApiError::bad_request(format!("unable to read the request body: {err}"))
                     .into_response()
@@ -1142,6 +1575,15 @@ impl Shared {
         let Some(allowed) = &self.rbac else {
             return false;
         };
+        if info.resource == NAMESPACES
+            && matches!(
+                info.target,
+                Target::Collection | Target::Item | Target::NotEmulated
+            )
+        {
+            // The chart's cluster role: list and watch Namespaces, nothing else.
+            return !matches!(info.verb, "list" | "watch");
+        }
         let allowed_name =
             |name: Option<&str>| name.is_some_and(|n| allowed.iter().any(|a| a == n));
         match info.verb {
@@ -1183,6 +1625,17 @@ impl Shared {
         let info = ctx.info;
         let ns = info.namespace.as_deref().unwrap_or("");
         let name = info.name.as_deref().unwrap_or("");
+        if info.resource == NAMESPACES {
+            return match info.verb {
+                "get" => self.get_namespace(name),
+                "list" => self.list_namespaces(ctx),
+                _ => Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )),
+            };
+        }
         match info.verb {
             "get" => self.get(ns, name),
             "list" => self.list(ctx),
@@ -1208,58 +1661,47 @@ impl Shared {
     }
 
     fn list(&self, ctx: &Ctx<'_>) -> ApiResult {
-        let filter = Filter::from_params(ctx.info.namespace.clone(), ctx.params)?;
-        let limit = match param(ctx.params, "limit") {
-            Some(l) => l
-                .parse::<usize>()
-                .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
-            None => 0,
-        };
+        let filter = Filter::from_params(SECRETS, ctx.info.namespace.clone(), ctx.params)?;
+        let limit = list_limit(ctx.params)?;
         let after = param(ctx.params, "continue")
             .filter(|c| !c.is_empty())
             .map(|c| match c.split_once('/') {
                 Some((ns, name)) => Ok((ns.to_string(), name.to_string())),
-                None => Err(ApiError::new(
-                    410,
-                    "Expired",
-                    "the provided continue parameter is invalid",
-                )),
+                None => Err(invalid_continue()),
             })
             .transpose()?;
         let state = self.lock();
-        let matching: Vec<(&(String, String), &Secret)> = state
+        let matching: Vec<(String, Value)> = state
             .objects
             .iter()
             .filter(|(key, _)| after.as_ref().is_none_or(|a| *key > a))
-            .filter(|(_, s)| filter.matches(s))
+            .filter(|(_, s)| filter.matches_secret(s))
+            .map(|((ns, name), s)| (format!("{ns}/{name}"), secret_json(s)))
             .collect();
-        let page_len = if limit > 0 {
-            limit.min(matching.len())
-        } else {
-            matching.len()
-        };
-        let items: Vec<Value> = matching[..page_len]
-            .iter()
-            .map(|(_, s)| secret_json(s))
-            .collect();
-        let mut metadata = Map::new();
-        metadata.insert(
-            "resourceVersion".into(),
-            Value::String(state.rv.to_string()),
-        );
-        if page_len < matching.len()
-            && let Some(((ns, name), _)) = matching.get(page_len.wrapping_sub(1))
-        {
-            metadata.insert("continue".into(), Value::String(format!("{ns}/{name}")));
-            metadata.insert(
-                "remainingItemCount".into(),
-                json!(matching.len() - page_len),
-            );
+        Ok((200, list_page("SecretList", state.rv, matching, limit)))
+    }
+
+    fn get_namespace(&self, name: &str) -> ApiResult {
+        let state = self.lock();
+        match state.namespaces.get(name) {
+            Some(namespace) => Ok((200, namespace_json(namespace))),
+            None => Err(ApiError::namespace_not_found(name)),
         }
-        Ok((
-            200,
-            json!({"kind": "SecretList", "apiVersion": "v1", "metadata": metadata, "items": items}),
-        ))
+    }
+
+    fn list_namespaces(&self, ctx: &Ctx<'_>) -> ApiResult {
+        let filter = Filter::from_params(NAMESPACES, None, ctx.params)?;
+        let limit = list_limit(ctx.params)?;
+        let after = param(ctx.params, "continue").filter(|c| !c.is_empty());
+        let state = self.lock();
+        let matching: Vec<(String, Value)> = state
+            .namespaces
+            .iter()
+            .filter(|(name, _)| after.is_none_or(|a| name.as_str() > a))
+            .filter(|(_, n)| filter.matches_namespace(n))
+            .map(|(name, n)| (name.clone(), namespace_json(n)))
+            .collect();
+        Ok((200, list_page("NamespaceList", state.rv, matching, limit)))
     }
 
     fn create(&self, ctx: &Ctx<'_>, ns: &str) -> ApiResult {
@@ -1287,6 +1729,7 @@ impl Shared {
         }
         let dry_run = is_dry_run(ctx.params);
         let mut state = self.lock();
+        state.admit_into_namespace(ns, secret.metadata.name.as_deref().unwrap_or(""), true)?;
         if secret.metadata.name.as_deref().unwrap_or("").is_empty() {
             match secret.metadata.generate_name.as_deref() {
                 Some(prefix) if !prefix.is_empty() => {
@@ -1314,7 +1757,7 @@ impl Shared {
         if state.objects.contains_key(&(ns.to_string(), name.clone())) {
             return Err(ApiError::already_exists(&name));
         }
-        state.fill_system_fields(&mut secret);
+        state.fill_system_fields(&mut secret.metadata);
         if dry_run {
             return Ok((201, secret_json(&secret)));
         }
@@ -1335,6 +1778,7 @@ impl Shared {
         else {
             return Err(ApiError::not_found(name));
         };
+        state.admit_into_namespace(ns, name, false)?;
         check_rv_precondition(secret.metadata.resource_version.as_deref(), &old, name)?;
         self.commit_update(&mut state, ctx, old, secret, 200)
     }
@@ -1408,6 +1852,7 @@ impl Shared {
             .cloned()
         {
             None => {
+                state.admit_into_namespace(ns, name, true)?;
                 if applied_rv.is_some() {
                     return Err(ApiError::conflict(name));
                 }
@@ -1416,7 +1861,7 @@ impl Shared {
                 secret.metadata.namespace = Some(ns.to_string());
                 normalize(&mut secret);
                 validate(&secret)?;
-                state.fill_system_fields(&mut secret);
+                state.fill_system_fields(&mut secret.metadata);
                 if is_dry_run(ctx.params) {
                     return Ok((201, secret_json(&secret)));
                 }
@@ -1424,6 +1869,7 @@ impl Shared {
                 Ok((201, secret_json(&stored)))
             }
             Some(old) => {
+                state.admit_into_namespace(ns, name, false)?;
                 check_rv_precondition(applied_rv.as_deref(), &old, name)?;
                 let mut merged = secret_json(&old);
                 merge_patch(&mut merged, &applied);
@@ -1443,6 +1889,7 @@ impl Shared {
         else {
             return Err(ApiError::not_found(name));
         };
+        state.admit_into_namespace(ns, name, false)?;
         let patch_rv = patch
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str);
@@ -1577,12 +2024,12 @@ impl Shared {
     }
 
     fn delete_collection(&self, ctx: &Ctx<'_>) -> ApiResult {
-        let filter = Filter::from_params(ctx.info.namespace.clone(), ctx.params)?;
+        let filter = Filter::from_params(SECRETS, ctx.info.namespace.clone(), ctx.params)?;
         let mut state = self.lock();
         let keys: Vec<(String, String)> = state
             .objects
             .iter()
-            .filter(|(_, s)| filter.matches(s))
+            .filter(|(_, s)| filter.matches_secret(s))
             .map(|(k, _)| k.clone())
             .collect();
         let dry_run = is_dry_run(ctx.params);
@@ -1602,8 +2049,14 @@ impl Shared {
         ))
     }
 
+    /// A watch of Secrets or Namespaces (`ctx.info.resource`).
     fn watch(self: Arc<Self>, ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
-        let filter = Filter::from_params(ctx.info.namespace.clone(), ctx.params)?;
+        let resource = if ctx.info.resource == NAMESPACES {
+            NAMESPACES
+        } else {
+            SECRETS
+        };
+        let filter = Filter::from_params(resource, ctx.info.namespace.clone(), ctx.params)?;
         let timeout = match param(ctx.params, "timeoutSeconds") {
             Some(t) => match t.parse::<u64>() {
                 Ok(0) => DEFAULT_WATCH_TIMEOUT,
@@ -1645,12 +2098,27 @@ impl Shared {
                 }
             }
             _ => {
-                for secret in state.objects.values().filter(|s| filter.matches(s)) {
-                    pending.push_back(watch_line("ADDED", &secret_json(secret)));
+                if resource == NAMESPACES {
+                    for namespace in state
+                        .namespaces
+                        .values()
+                        .filter(|n| filter.matches_namespace(n))
+                    {
+                        pending.push_back(watch_line("ADDED", &namespace_json(namespace)));
+                    }
+                } else {
+                    for secret in state.objects.values().filter(|s| filter.matches_secret(s)) {
+                        pending.push_back(watch_line("ADDED", &secret_json(secret)));
+                    }
                 }
                 if send_initial {
+                    let kind = if resource == NAMESPACES {
+                        "Namespace"
+                    } else {
+                        "Secret"
+                    };
                     let bookmark = json!({
-                        "kind": "Secret",
+                        "kind": kind,
                         "apiVersion": "v1",
                         "metadata": {
                             "resourceVersion": state.rv.to_string(),
@@ -1664,7 +2132,7 @@ impl Shared {
         let last_rv = state.rv;
         drop(state);
 
-        self.active_watches.fetch_add(1, Ordering::SeqCst);
+        self.watch_counter(resource).fetch_add(1, Ordering::SeqCst);
         let stream_state = WatchStream {
             pending,
             closing,
@@ -1673,7 +2141,7 @@ impl Shared {
             deadline: tokio::time::Instant::now() + timeout,
             filter,
             last_rv,
-            _guard: WatchGuard(self.clone()),
+            _guard: WatchGuard(self.clone(), resource),
         };
         let stream = futures::stream::unfold(stream_state, next_watch_chunk);
         let mut response = Response::new(Body::from_stream(stream));
@@ -1683,6 +2151,41 @@ impl Shared {
         );
         Ok(response)
     }
+}
+
+fn list_limit(params: &[(String, String)]) -> Result<usize, ApiError> {
+    match param(params, "limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}"))),
+        None => Ok(0),
+    }
+}
+
+fn invalid_continue() -> ApiError {
+    ApiError::new(410, "Expired", "the provided continue parameter is invalid")
+}
+
+/// A list answer from the matching items in key order, each with its continue
+/// token: the first `limit` (all when 0), and a continue token after them when
+/// more are left.
+fn list_page(kind: &str, rv: u64, matching: Vec<(String, Value)>, limit: usize) -> Value {
+    let total = matching.len();
+    let page_len = if limit > 0 { limit.min(total) } else { total };
+    let mut metadata = Map::new();
+    metadata.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    if page_len < total
+        && let Some((token, _)) = matching.get(page_len.wrapping_sub(1))
+    {
+        metadata.insert("continue".into(), Value::String(token.clone()));
+        metadata.insert("remainingItemCount".into(), json!(total - page_len));
+    }
+    let items: Vec<Value> = matching
+        .into_iter()
+        .take(page_len)
+        .map(|(_, item)| item)
+        .collect();
+    json!({"kind": kind, "apiVersion": "v1", "metadata": metadata, "items": items})
 }
 
 struct Ctx<'a> {
@@ -1903,6 +2406,8 @@ enum LabelReq {
 
 #[derive(Clone, Debug, Default)]
 struct Filter {
+    /// `SECRETS` or `NAMESPACES`: objects of the other resource never match.
+    resource: &'static str,
     namespace: Option<String>,
     /// (field, equal?, value)
     fields: Vec<(String, bool, String)>,
@@ -1911,12 +2416,21 @@ struct Filter {
 
 impl Filter {
     fn from_params(
+        resource: &'static str,
         namespace: Option<String>,
         params: &[(String, String)],
     ) -> Result<Filter, ApiError> {
         let mut filter = Filter {
+            resource,
             namespace,
             ..Filter::default()
+        };
+        // The field selectors the API server supports for each (metadata.namespace
+        // is generic; a Namespace's is empty).
+        let known: &[&str] = if resource == NAMESPACES {
+            &["metadata.name", "metadata.namespace", "status.phase"]
+        } else {
+            &["metadata.name", "metadata.namespace", "type"]
         };
         if let Some(sel) = param(params, "fieldSelector") {
             for req in sel.split(',').map(str::trim).filter(|r| !r.is_empty()) {
@@ -1932,9 +2446,11 @@ impl Filter {
                     )));
                 };
                 let key = key.trim();
-                if !matches!(key, "metadata.name" | "metadata.namespace" | "type") {
+                if !known.contains(&key) {
+                    let only: Vec<String> = known.iter().map(|k| format!("{k:?}")).collect();
                     return Err(ApiError::bad_request(format!(
-                        "\"{key}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\", \"type\""
+                        "\"{key}\" is not a known field selector: only {}",
+                        only.join(", ")
                     )));
                 }
                 filter
@@ -1970,8 +2486,30 @@ impl Filter {
         Ok(filter)
     }
 
-    fn matches(&self, secret: &Secret) -> bool {
-        let meta = &secret.metadata;
+    fn matches(&self, object: &Object) -> bool {
+        match object {
+            Object::Secret(secret) => self.matches_secret(secret),
+            Object::Namespace(namespace) => self.matches_namespace(namespace),
+        }
+    }
+
+    fn matches_secret(&self, secret: &Secret) -> bool {
+        self.resource == SECRETS
+            && self.matches_meta(&secret.metadata, secret.type_.as_deref().unwrap_or(""))
+    }
+
+    fn matches_namespace(&self, namespace: &Namespace) -> bool {
+        let phase = namespace
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("");
+        self.resource == NAMESPACES && self.matches_meta(&namespace.metadata, phase)
+    }
+
+    /// `other_field`: the value of the resource's own field selector (a Secret's
+    /// type, a Namespace's status.phase).
+    fn matches_meta(&self, meta: &ObjectMeta, other_field: &str) -> bool {
         if let Some(ns) = &self.namespace
             && meta.namespace.as_deref() != Some(ns.as_str())
         {
@@ -1981,7 +2519,7 @@ impl Filter {
             let actual = match field.as_str() {
                 "metadata.name" => meta.name.as_deref().unwrap_or(""),
                 "metadata.namespace" => meta.namespace.as_deref().unwrap_or(""),
-                _ => secret.type_.as_deref().unwrap_or(""),
+                _ => other_field,
             };
             if (actual == value) != *eq {
                 return false;
@@ -2006,11 +2544,11 @@ impl Filter {
 // Watch streams
 // ---------------------------------------------------------------------------
 
-struct WatchGuard(Arc<Shared>);
+struct WatchGuard(Arc<Shared>, &'static str);
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        self.0.active_watches.fetch_sub(1, Ordering::SeqCst);
+        self.0.watch_counter(self.1).fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -2086,7 +2624,7 @@ fn render_change(change: &Change, filter: &Filter) -> Option<Bytes> {
         },
         _ => return None,
     };
-    Some(watch_line(event_type, &secret_json(&change.new)))
+    Some(watch_line(event_type, &change.new.to_json()))
 }
 
 fn watch_line(event_type: &str, object: &Value) -> Bytes {
@@ -2143,6 +2681,10 @@ fn random_suffix(counter: u64) -> String {
             c
         })
         .collect()
+}
+
+fn now_time() -> Option<Time> {
+    serde_json::from_value::<Time>(Value::String(now_rfc3339())).ok()
 }
 
 fn now_rfc3339() -> String {
