@@ -1592,8 +1592,15 @@ impl Shared {
             "get" | "patch" => !allowed_name(info.name.as_deref()),
             "update" => true,
             "list" | "watch" => {
-                let selected =
-                    param(params, "fieldSelector").and_then(|s| s.strip_prefix("metadata.name="));
+                // As the API server's request info does (`RequiresExactMatch("metadata.name")`):
+                // the name of a list is the exact `metadata.name` requirement among the selector's.
+                let selected = param(params, "fieldSelector").and_then(|s| {
+                    s.split(',').find_map(|req| {
+                        let req = req.trim();
+                        req.strip_prefix("metadata.name==")
+                            .or_else(|| req.strip_prefix("metadata.name="))
+                    })
+                });
                 !allowed_name(selected)
             }
             "delete" | "deletecollection" => true,
