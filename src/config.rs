@@ -463,6 +463,13 @@ impl Config {
         self.registries.iter().find(|r| r.name == name)
     }
 
+    /// Reads every credential file the config names and checks it as `serve` will use it; every
+    /// problem found, each naming its file and the reason (never the file's content). `serve` itself
+    /// does not require this: it waits for files to appear and reloads them when they change.
+    pub fn check_credential_files(&self) -> Vec<crate::provisioning::FileProblem> {
+        crate::provisioning::credentials::check_files(self)
+    }
+
     /// Every credential file named by the config, for the file watcher.
     pub fn credential_files(&self) -> Vec<&Path> {
         self.registries

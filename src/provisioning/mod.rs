@@ -6,6 +6,7 @@ pub(crate) mod credentials;
 pub mod gcp_auth;
 pub(crate) mod provisioner;
 
+pub use credentials::{CredentialError, FileProblem};
 pub use provisioner::{KubePullSecrets, ProvisionerOptions};
 
 use std::sync::Arc;
