@@ -43,9 +43,10 @@ impl fmt::Display for Found {
 }
 
 /// One field of the file's shape, read without failing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Node<T> {
     /// Not in the file, or null.
+    #[default]
     Absent,
     /// Something of another kind: what was expected and the kind found, not the value.
     Wrong {
@@ -53,12 +54,6 @@ pub enum Node<T> {
         found: Found,
     },
     Read(T),
-}
-
-impl<T> Default for Node<T> {
-    fn default() -> Self {
-        Self::Absent
-    }
 }
 
 /// How a type of the file's shape is read from the node kinds it accepts. Every other kind makes a
