@@ -1,6 +1,8 @@
 //! The injector's configuration: which registries get which pull Secret, and where their credentials
 //! come from. Read from a YAML file (a ConfigMap volume in the cluster), validated as a whole so every
-//! problem is reported at once, each naming the field it is about.
+//! problem is reported at once (unknown keys, values of the wrong kind and bad values alike), each
+//! naming the field it is about and none quoting a credential: see [`FieldError`] for what a message
+//! may show.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -11,6 +13,10 @@ use serde::Deserialize;
 
 use crate::admission::HostPattern;
 use crate::duration::{format_duration, parse_go_duration};
+
+mod shape;
+
+use shape::{Entries, Node, Segment};
 
 /// Host patterns a registry entry gets from `preset: gcp`: every Container Registry and Artifact
 /// Registry (Docker format) host family. `*.pkg.dev` would also match Maven/npm/Python repositories.
@@ -173,13 +179,41 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config is not valid YAML for this schema: {0}")]
-    Syntax(String),
-    #[error("config is invalid:\n{}", format_field_errors(.0))]
-    Invalid(Vec<FieldError>),
+    #[error("{}config is not valid YAML: {message}", file_prefix(.file))]
+    Syntax {
+        file: Option<PathBuf>,
+        message: String,
+    },
+    #[error("{}config is invalid:\n{}", file_prefix(.file), format_field_errors(.errors))]
+    Invalid {
+        file: Option<PathBuf>,
+        errors: Vec<FieldError>,
+    },
 }
 
-/// One validation problem: the path of the field (`registries[0].hosts[1]`) and what is wrong.
+/// One problem with the config: the path of the field (`registries[0].hosts[1]`) and what is wrong.
+///
+/// # What a message may show
+///
+/// Config errors are printed by `check-config` and logged at ERROR when a reload is refused, so they
+/// must never carry a credential. The rule, for `problem` and for `field` alike:
+///
+/// - Always allowed: field paths built from the schema's own field names and list indexes, what a
+///   field expects (a type, the allowed values) and the *kind* of node found ("found a string").
+/// - Never shown: a node of the wrong kind (whatever the field: a password pasted where a mapping
+///   belongs is exactly the mistake to expect), any value under a registry's `credentials`, an
+///   unknown key under `credentials` unless it is one of the credential schema's own names or a
+///   near miss of one (ignoring case, `-` and `_`, at most two characters off: a typo), and an
+///   unknown key anywhere that does not look like a field name (1-63 ASCII letters, digits, `-`,
+///   `_`, `.`). Credential *file paths* are not values in this sense: `check-config` names the
+///   file it cannot use, but only once it is known to be an absolute path; a relative one (maybe
+///   a password typed where its file belongs) is not shown.
+/// - Shown, because a reader needs them to find the mistake and they name things rather than
+///   grant access: the string values of naming fields outside `credentials` once read as strings
+///   (registry names, host patterns, presets, Secret names, namespaces, label and annotation keys,
+///   label selectors, `failureMode`, `provisioning.budget`).
+/// - YAML syntax errors give libyaml's fixed description and the line and column; a key given twice
+///   is reported without the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
@@ -200,57 +234,177 @@ fn format_field_errors(errors: &[FieldError]) -> String {
         .join("\n")
 }
 
+fn file_prefix(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|file| format!("{}: ", file.display()))
+        .unwrap_or_default()
+}
+
 impl ConfigError {
     pub fn field_errors(&self) -> &[FieldError] {
         match self {
-            Self::Invalid(errors) => errors,
+            Self::Invalid { errors, .. } => errors,
             _ => &[],
+        }
+    }
+
+    /// A syntax error (the text cannot be parsed at all). `message` must carry no value.
+    pub fn syntax(message: impl Into<String>) -> Self {
+        Self::Syntax {
+            file: None,
+            message: message.into(),
+        }
+    }
+
+    /// The same error, naming the file the config was read from.
+    pub fn in_file(self, path: &Path) -> Self {
+        match self {
+            Self::Syntax { message, .. } => Self::Syntax {
+                file: Some(path.to_owned()),
+                message,
+            },
+            Self::Invalid { errors, .. } => Self::Invalid {
+                file: Some(path.to_owned()),
+                errors,
+            },
+            read @ Self::Read { .. } => read,
         }
     }
 }
 
 // The file's shape. Kept apart from `Config` so that validation turns loose text into checked types.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+// Every field is a `Node`: reading never fails, and validation reports every problem at once. The
+// structs do not deny unknown fields: `serde_ignored` collects them with their paths (see `shape`).
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 struct RawConfig {
-    #[serde(default)]
-    registries: Vec<RawRegistry>,
-    skip_namespaces: Option<Vec<String>>,
-    #[serde(default)]
-    namespace_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
-    #[serde(default)]
-    opt_out: Option<RawOptOut>,
-    #[serde(default)]
-    failure_mode: FailureMode,
-    #[serde(default)]
-    provisioning: Option<RawProvisioning>,
+    registries: Node<Vec<Node<RawRegistry>>>,
+    skip_namespaces: Node<Vec<Node<String>>>,
+    namespace_selector: Node<RawSelector>,
+    opt_out: Node<RawOptOut>,
+    failure_mode: Node<String>,
+    provisioning: Node<RawProvisioning>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 struct RawRegistry {
-    name: Option<String>,
-    #[serde(default)]
-    hosts: Vec<String>,
-    preset: Option<String>,
-    secret_name: Option<String>,
-    // `credentials: {gcpJsonKey: {...}}` rather than a YAML tag.
-    #[serde(default, with = "serde_norway::with::singleton_map")]
-    credentials: Option<CredentialSource>,
+    name: Node<String>,
+    hosts: Node<Vec<Node<String>>>,
+    preset: Node<String>,
+    secret_name: Node<String>,
+    // `credentials: {gcpJsonKey: {...}}` rather than a YAML tag: exactly one of these.
+    credentials: Node<RawCredentials>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RawCredentials {
+    gcp_json_key: Node<RawGcpKey>,
+    gcp_workload_identity: Node<RawWorkloadIdentity>,
+    basic_auth: Node<RawBasicAuth>,
+    docker_config_json: Node<RawFile>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RawGcpKey {
+    file: Node<String>,
+    mode: Node<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RawWorkloadIdentity {
+    service_account: Node<String>,
+    metadata_url: Node<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RawBasicAuth {
+    username_file: Node<String>,
+    password_file: Node<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RawFile {
+    file: Node<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 struct RawOptOut {
-    label: Option<String>,
-    annotation: Option<String>,
+    label: Node<String>,
+    annotation: Node<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 struct RawProvisioning {
-    budget: Option<String>,
+    budget: Node<String>,
 }
+
+/// A Kubernetes label selector, read in this file's lenient way and then handed to the stock type.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RawSelector {
+    match_labels: Node<Entries>,
+    match_expressions: Node<Vec<Node<RawRequirement>>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RawRequirement {
+    key: Node<String>,
+    operator: Node<String>,
+    values: Node<Vec<Node<String>>>,
+}
+
+shape::mapping_shape!(
+    RawConfig {
+        null_is_empty: false
+    },
+    RawRegistry {
+        null_is_empty: false
+    },
+    RawCredentials {
+        null_is_empty: false
+    },
+    RawGcpKey {
+        null_is_empty: false
+    },
+    // `gcpWorkloadIdentity:` with nothing after it means the defaults, like `{}`.
+    RawWorkloadIdentity {
+        null_is_empty: true
+    },
+    RawBasicAuth {
+        null_is_empty: false
+    },
+    RawFile {
+        null_is_empty: false
+    },
+    RawOptOut {
+        null_is_empty: false
+    },
+    RawProvisioning {
+        null_is_empty: false
+    },
+    RawSelector {
+        null_is_empty: false
+    },
+    RawRequirement {
+        null_is_empty: false
+    },
+);
+
+const FAILURE_MODES: [(&str, FailureMode); 2] =
+    [("allow", FailureMode::Allow), ("deny", FailureMode::Deny)];
+const GCP_KEY_MODES: [(&str, GcpKeyMode); 2] = [
+    ("jsonKey", GcpKeyMode::JsonKey),
+    ("accessToken", GcpKeyMode::AccessToken),
+];
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -258,18 +412,23 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_yaml_str(&text)
+        Self::from_yaml_str(&text).map_err(|e| e.in_file(path))
     }
 
     pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
         if text.trim().is_empty() {
-            return Err(ConfigError::Syntax(
-                "the file is empty; it needs at least `registries:`".into(),
+            return Err(ConfigError::syntax(
+                "the file is empty; it needs at least `registries:`",
             ));
         }
-        let raw: RawConfig =
-            serde_norway::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        raw.validate()
+        let tree: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| ConfigError::syntax(syntax_problem(&e)))?;
+        let (raw, unknown) = shape::read::<RawConfig>(tree).map_err(|_| {
+            // Reading a parsed tree into `Node`s does not fail on content; the error's text is not
+            // used in case it quotes some.
+            ConfigError::syntax("the document cannot be read")
+        })?;
+        validate(raw, &unknown)
     }
 
     /// A config with no registries: what a component sees before it is given the real one.
@@ -304,6 +463,13 @@ impl Config {
         self.registries.iter().find(|r| r.name == name)
     }
 
+    /// Reads every credential file the config names and checks it as `serve` will use it; every
+    /// problem found, each naming its file and the reason (never the file's content). `serve` itself
+    /// does not require this: it waits for files to appear and reloads them when they change.
+    pub fn check_credential_files(&self) -> Vec<crate::provisioning::FileProblem> {
+        crate::provisioning::credentials::check_files(self)
+    }
+
     /// Every credential file named by the config, for the file watcher.
     pub fn credential_files(&self) -> Vec<&Path> {
         self.registries
@@ -314,202 +480,628 @@ impl Config {
     }
 }
 
-impl RawConfig {
-    fn validate(self) -> Result<Config, ConfigError> {
-        let mut errors = Vec::new();
-        let mut error = |field: String, problem: String| errors.push(FieldError { field, problem });
+/// YAML that cannot be parsed at all: libyaml's fixed description with its line and column. The
+/// only parse error that quotes the document is the duplicate key, so it is described here instead.
+fn syntax_problem(error: &serde_norway::Error) -> String {
+    let text = error.to_string();
+    // serde_norway writes it as `<path>: duplicate entry with key "<key>" at line L column C`.
+    if text.contains("duplicate entry") {
+        let at = error
+            .location()
+            .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+            .unwrap_or_default();
+        return format!("a mapping has the same key twice{at}");
+    }
+    text
+}
 
-        if self.registries.is_empty() {
-            error(
-                "registries".into(),
-                "at least one registry entry is required".into(),
+/// Collects problems as validation finds them.
+#[derive(Default)]
+struct Report {
+    errors: Vec<FieldError>,
+}
+
+impl Report {
+    fn error(&mut self, field: impl Into<String>, problem: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: field.into(),
+            problem: problem.into(),
+        });
+    }
+
+    /// The node's value, if it is there and of the right kind; a wrong kind is reported.
+    fn optional<T>(&mut self, field: &str, node: Node<T>) -> Option<T> {
+        match node {
+            Node::Absent => None,
+            Node::Wrong { expected, found } => {
+                self.error(field, format!("expected {expected}, found {found}"));
+                None
+            }
+            Node::Read(value) => Some(value),
+        }
+    }
+
+    /// Like [`Self::optional`], and reports the field missing.
+    fn required<T>(&mut self, field: &str, node: Node<T>) -> Option<T> {
+        if matches!(node, Node::Absent) {
+            self.error(field, "is required");
+        }
+        self.optional(field, node)
+    }
+
+    /// The items of a list, each with its field path; items of the wrong kind (or null) are
+    /// reported and left out.
+    fn list<T>(&mut self, field: &str, node: Node<Vec<Node<T>>>) -> Vec<(String, T)> {
+        let items = self.optional(field, node).unwrap_or_default();
+        let mut out = Vec::with_capacity(items.len());
+        for (index, item) in items.into_iter().enumerate() {
+            let at = format!("{field}[{index}]");
+            if matches!(item, Node::Absent) {
+                self.error(&at, "is null");
+            } else if let Some(value) = self.optional(&at, item) {
+                out.push((at, value));
+            }
+        }
+        out
+    }
+
+    /// An enum-like string field: one of `choices`, or the default when absent. With `echo`, a bad
+    /// value is quoted; without (under `credentials`), it is not.
+    fn choice<T: Copy>(
+        &mut self,
+        field: &str,
+        node: Node<String>,
+        choices: &[(&str, T)],
+        default: T,
+        echo: bool,
+    ) -> T {
+        let Some(text) = self.optional(field, node) else {
+            return default;
+        };
+        if let Some((_, value)) = choices.iter().find(|(name, _)| *name == text) {
+            return *value;
+        }
+        let allowed = choices
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if echo {
+            self.error(field, format!("{text:?} is not one of: {allowed}"));
+        } else {
+            self.error(
+                field,
+                format!(
+                    "is not one of: {allowed} (the value is not shown: nothing under `credentials` is)"
+                ),
             );
         }
-        let mut registries = Vec::with_capacity(self.registries.len());
-        let mut names = HashSet::new();
-        let mut secret_names = HashSet::new();
-        for (index, raw) in self.registries.into_iter().enumerate() {
-            let at = |field: &str| format!("registries[{index}].{field}");
-            let name = match raw.name {
-                Some(name) if !is_dns_label(&name) => {
-                    error(
+        default
+    }
+}
+
+fn validate(raw: Node<RawConfig>, unknown: &[Vec<Segment>]) -> Result<Config, ConfigError> {
+    let mut report = Report::default();
+    for path in unknown {
+        report.errors.push(unknown_field(path));
+    }
+    let raw = match raw {
+        Node::Read(raw) => raw,
+        Node::Absent => {
+            report.error(
+                shape::TOP_LEVEL,
+                "the document is empty; it needs at least `registries:`",
+            );
+            RawConfig::default()
+        }
+        Node::Wrong { found, .. } => {
+            report.error(
+                shape::TOP_LEVEL,
+                format!("expected a mapping of settings, found {found}"),
+            );
+            RawConfig::default()
+        }
+    };
+
+    let raw_registries = report.list("registries", raw.registries);
+    if raw_registries.is_empty() && !report.errors.iter().any(|e| e.field == "registries") {
+        report.error("registries", "at least one registry entry is required");
+    }
+    let mut registries = Vec::with_capacity(raw_registries.len());
+    let mut names = HashSet::new();
+    let mut secret_names = HashSet::new();
+    for (entry, raw) in raw_registries {
+        let at = |field: &str| format!("{entry}.{field}");
+        let name = match report.required(&at("name"), raw.name) {
+            Some(name) if !is_dns_label(&name) => {
+                report.error(
+                    at("name"),
+                    format!(
+                        "{name:?} must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
+                    ),
+                );
+                name
+            }
+            Some(name) => {
+                if !names.insert(name.clone()) {
+                    report.error(
                         at("name"),
-                        format!(
-                            "{name:?} must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
-                        ),
+                        format!("{name:?} is used by an earlier entry; names must be unique"),
                     );
-                    name
                 }
-                Some(name) => {
-                    if !names.insert(name.clone()) {
-                        error(
-                            at("name"),
-                            format!("{name:?} is used by an earlier entry; names must be unique"),
-                        );
-                    }
-                    name
-                }
-                None => {
-                    error(at("name"), "is required".into());
-                    String::new()
-                }
-            };
-            let secret_name = match raw.secret_name {
-                Some(secret) if !is_dns_subdomain(&secret) => {
-                    error(
+                name
+            }
+            None => String::new(),
+        };
+        let secret_name = match report.required(&at("secretName"), raw.secret_name) {
+            Some(secret) if !is_dns_subdomain(&secret) => {
+                report.error(
+                    at("secretName"),
+                    format!(
+                        "{secret:?} is not a valid Secret name (lowercase a-z, 0-9, '-' and '.', at most 253 characters, starting and ending with a letter or digit)"
+                    ),
+                );
+                secret
+            }
+            Some(secret) => {
+                if !secret_names.insert(secret.clone()) {
+                    report.error(
                         at("secretName"),
                         format!(
-                            "{secret:?} is not a valid Secret name (lowercase a-z, 0-9, '-' and '.', at most 253 characters, starting and ending with a letter or digit)"
+                            "{secret:?} is used by an earlier entry; two entries cannot share one Secret (merge their hosts into one entry)"
                         ),
                     );
-                    secret
                 }
-                Some(secret) => {
-                    if !secret_names.insert(secret.clone()) {
-                        error(
-                            at("secretName"),
-                            format!(
-                                "{secret:?} is used by an earlier entry; two entries cannot share one Secret (merge their hosts into one entry)"
-                            ),
-                        );
-                    }
-                    secret
-                }
-                None => {
-                    error(at("secretName"), "is required".into());
-                    String::new()
-                }
-            };
-            let mut pattern_texts: Vec<(String, String)> = Vec::new();
-            match raw.preset.as_deref() {
-                None => {}
-                Some("gcp") => pattern_texts.extend(
-                    GCP_HOST_PATTERNS
-                        .iter()
-                        .map(|p| ((*p).to_owned(), at("preset"))),
-                ),
-                Some(other) => error(
-                    at("preset"),
-                    format!("unknown preset {other:?}; known presets: gcp"),
-                ),
+                secret
             }
-            pattern_texts.extend(
-                raw.hosts
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, h)| (h, at(&format!("hosts[{i}]")))),
+            None => String::new(),
+        };
+        let preset_given = !matches!(raw.preset, Node::Absent);
+        let mut pattern_texts: Vec<(String, String)> = Vec::new();
+        match report.optional(&at("preset"), raw.preset).as_deref() {
+            None => {}
+            Some("gcp") => pattern_texts.extend(
+                GCP_HOST_PATTERNS
+                    .iter()
+                    .map(|p| ((*p).to_owned(), at("preset"))),
+            ),
+            Some(other) => report.error(
+                at("preset"),
+                format!("unknown preset {other:?}; known presets: gcp"),
+            ),
+        }
+        pattern_texts.extend(
+            report
+                .list(&at("hosts"), raw.hosts)
+                .into_iter()
+                .map(|(field, text)| (text, field)),
+        );
+        let hosts_reported = report
+            .errors
+            .iter()
+            .any(|e| e.field.starts_with(&at("hosts")));
+        if pattern_texts.is_empty() && !preset_given && !hosts_reported {
+            report.error(
+                at("hosts"),
+                "list at least one host pattern, or set `preset: gcp`",
             );
-            if pattern_texts.is_empty() && raw.preset.is_none() {
-                error(
-                    at("hosts"),
-                    "list at least one host pattern, or set `preset: gcp`".into(),
-                );
-            }
-            let mut hosts: Vec<HostPattern> = Vec::with_capacity(pattern_texts.len());
-            for (text, field) in pattern_texts {
-                match HostPattern::parse(&text) {
-                    // A pattern given twice (say by the preset and by hosts) would only repeat an auths key.
-                    Ok(pattern) if hosts.contains(&pattern) => {}
-                    Ok(pattern) => hosts.push(pattern),
-                    Err(problem) => error(field, problem.to_string()),
-                }
-            }
-            if let Some(source) = &raw.credentials {
-                for file in source.files() {
-                    if !file.is_absolute() {
-                        error(
-                            at("credentials"),
-                            format!("{} must be an absolute path", file.display()),
-                        );
-                    }
-                }
-            }
-            registries.push(Registry {
-                name,
-                hosts,
-                secret_name,
-                credentials: raw.credentials,
-            });
         }
-
-        let mut skip_namespaces = self.skip_namespaces.unwrap_or_default();
-        for (i, ns) in skip_namespaces.iter().enumerate() {
-            if !is_dns_label(ns) {
-                error(
-                    format!("skipNamespaces[{i}]"),
-                    format!("{ns:?} is not a valid namespace name"),
-                );
+        let mut hosts: Vec<HostPattern> = Vec::with_capacity(pattern_texts.len());
+        for (text, field) in pattern_texts {
+            match HostPattern::parse(&text) {
+                // A pattern given twice (say by the preset and by hosts) would only repeat an auths key.
+                Ok(pattern) if hosts.contains(&pattern) => {}
+                Ok(pattern) => hosts.push(pattern),
+                Err(problem) => report.error(field, problem.to_string()),
             }
         }
-        for system in SYSTEM_NAMESPACES {
-            if !skip_namespaces.iter().any(|ns| ns == system) {
-                skip_namespaces.push(system.to_owned());
-            }
-        }
-        let namespace_selector = match self.namespace_selector {
-            None => None,
-            Some(selector) => match kube::core::Selector::try_from(selector) {
-                Ok(selector) => Some(selector),
-                Err(problem) => {
-                    error("namespaceSelector".into(), problem.to_string());
-                    None
-                }
-            },
-        };
-
-        let opt_out = match self.opt_out {
-            None => OptOut::default(),
-            Some(raw) => OptOut {
-                label: raw.label.filter(|k| !k.is_empty()),
-                annotation: raw.annotation.filter(|k| !k.is_empty()),
-            },
-        };
-        for (field, key) in [
-            ("optOut.label", &opt_out.label),
-            ("optOut.annotation", &opt_out.annotation),
-        ] {
-            if let Some(key) = key
-                && !is_qualified_name(key)
-            {
-                error(
-                    field.into(),
-                    format!(
-                        "{key:?} is not a valid label/annotation key (optional DNS prefix and '/', then 1-63 characters of letters, digits, '-', '_', '.')"
-                    ),
-                );
-            }
-        }
-
-        let mut provisioning = Provisioning::default();
-        if let Some(budget) = self.provisioning.and_then(|p| p.budget) {
-            match parse_go_duration(&budget) {
-                Some(d) if d.is_zero() || d > MAX_PROVISIONING_BUDGET => error(
-                    "provisioning.budget".into(),
-                    format!(
-                        "{budget:?} must be above 0 and at most {} (the webhook must answer within its timeout)",
-                        format_duration(MAX_PROVISIONING_BUDGET)
-                    ),
-                ),
-                Some(d) => provisioning.budget = d,
-                None => error(
-                    "provisioning.budget".into(),
-                    format!("{budget:?} is not a duration (write e.g. \"2s\" or \"1500ms\")"),
-                ),
-            }
-        }
-
-        if !errors.is_empty() {
-            return Err(ConfigError::Invalid(errors));
-        }
-        Ok(Config {
-            registries,
-            skip_namespaces,
-            namespace_selector,
-            opt_out,
-            failure_mode: self.failure_mode,
-            provisioning,
-        })
+        let credentials_at = at("credentials");
+        let credentials = report
+            .optional(&credentials_at, raw.credentials)
+            .and_then(|raw| credential_source(&mut report, &credentials_at, raw, unknown));
+        registries.push(Registry {
+            name,
+            hosts,
+            secret_name,
+            credentials,
+        });
     }
+
+    let mut skip_namespaces: Vec<String> = Vec::new();
+    for (field, ns) in report.list("skipNamespaces", raw.skip_namespaces) {
+        if !is_dns_label(&ns) {
+            report.error(field, format!("{ns:?} is not a valid namespace name"));
+        }
+        skip_namespaces.push(ns);
+    }
+    for system in SYSTEM_NAMESPACES {
+        if !skip_namespaces.iter().any(|ns| ns == system) {
+            skip_namespaces.push(system.to_owned());
+        }
+    }
+    let namespace_selector = report
+        .optional("namespaceSelector", raw.namespace_selector)
+        .and_then(|raw| label_selector(&mut report, raw))
+        .and_then(|selector| match kube::core::Selector::try_from(selector) {
+            Ok(selector) => Some(selector),
+            Err(problem) => {
+                report.error("namespaceSelector", problem.to_string());
+                None
+            }
+        });
+
+    let opt_out = match report.optional("optOut", raw.opt_out) {
+        None => OptOut::default(),
+        Some(raw) => OptOut {
+            label: report
+                .optional("optOut.label", raw.label)
+                .filter(|k| !k.is_empty()),
+            annotation: report
+                .optional("optOut.annotation", raw.annotation)
+                .filter(|k| !k.is_empty()),
+        },
+    };
+    for (field, key) in [
+        ("optOut.label", &opt_out.label),
+        ("optOut.annotation", &opt_out.annotation),
+    ] {
+        if let Some(key) = key
+            && !is_qualified_name(key)
+        {
+            report.error(
+                field,
+                format!(
+                    "{key:?} is not a valid label/annotation key (optional DNS prefix and '/', then 1-63 characters of letters, digits, '-', '_', '.')"
+                ),
+            );
+        }
+    }
+
+    let failure_mode = report.choice(
+        "failureMode",
+        raw.failure_mode,
+        &FAILURE_MODES,
+        FailureMode::default(),
+        true,
+    );
+
+    let mut provisioning = Provisioning::default();
+    let budget = report
+        .optional("provisioning", raw.provisioning)
+        .and_then(|p| report.optional("provisioning.budget", p.budget));
+    if let Some(budget) = budget {
+        match parse_go_duration(&budget) {
+            Some(d) if d.is_zero() || d > MAX_PROVISIONING_BUDGET => report.error(
+                "provisioning.budget",
+                format!(
+                    "{budget:?} must be above 0 and at most {} (the webhook must answer within its timeout)",
+                    format_duration(MAX_PROVISIONING_BUDGET)
+                ),
+            ),
+            Some(d) => provisioning.budget = d,
+            None => report.error(
+                "provisioning.budget",
+                format!("{budget:?} is not a duration (write e.g. \"2s\" or \"1500ms\")"),
+            ),
+        }
+    }
+
+    if !report.errors.is_empty() {
+        return Err(ConfigError::Invalid {
+            file: None,
+            errors: report.errors,
+        });
+    }
+    Ok(Config {
+        registries,
+        skip_namespaces,
+        namespace_selector,
+        opt_out,
+        failure_mode,
+        provisioning,
+    })
+}
+
+/// The one source a registry's `credentials` names. Nothing under `credentials` is quoted back but
+/// absolute file paths (see [`FieldError`]).
+fn credential_source(
+    report: &mut Report,
+    at: &str,
+    raw: RawCredentials,
+    unknown: &[Vec<Segment>],
+) -> Option<CredentialSource> {
+    let kinds = shape::fields_of::<RawCredentials>();
+    let given: Vec<&str> = [
+        ("gcpJsonKey", !matches!(raw.gcp_json_key, Node::Absent)),
+        (
+            "gcpWorkloadIdentity",
+            !matches!(raw.gcp_workload_identity, Node::Absent),
+        ),
+        ("basicAuth", !matches!(raw.basic_auth, Node::Absent)),
+        (
+            "dockerConfigJson",
+            !matches!(raw.docker_config_json, Node::Absent),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(kind, given)| given.then_some(kind))
+    .collect();
+    if given.len() > 1 {
+        report.error(
+            at,
+            format!(
+                "names {} credential sources ({}); an entry has exactly one",
+                given.len(),
+                given.join(", ")
+            ),
+        );
+        return None;
+    }
+    if given.is_empty() {
+        // An unknown key here is already reported as an unknown credential source.
+        let unknown_here = unknown
+            .iter()
+            .any(|path| shape::format_path(path).starts_with(&format!("{at}.")));
+        if !unknown_here {
+            report.error(
+                at,
+                format!(
+                    "names no credential source; expected one of: {}",
+                    kinds.join(", ")
+                ),
+            );
+        }
+        return None;
+    }
+    let file = |report: &mut Report, field: String, node: Node<String>| -> Option<PathBuf> {
+        let path = PathBuf::from(report.required(&field, node)?);
+        if path.is_absolute() {
+            Some(path)
+        } else {
+            report.error(
+                field,
+                "must be an absolute path (the value is not shown: nothing under `credentials` is)",
+            );
+            None
+        }
+    };
+    let errors_before = report.errors.len();
+    let source = if let Some(key) = report.optional(&format!("{at}.gcpJsonKey"), raw.gcp_json_key) {
+        let file = file(report, format!("{at}.gcpJsonKey.file"), key.file);
+        let mode = report.choice(
+            &format!("{at}.gcpJsonKey.mode"),
+            key.mode,
+            &GCP_KEY_MODES,
+            GcpKeyMode::default(),
+            false,
+        );
+        file.map(|file| CredentialSource::GcpJsonKey(GcpKeySource { file, mode }))
+    } else if let Some(identity) = report.optional(
+        &format!("{at}.gcpWorkloadIdentity"),
+        raw.gcp_workload_identity,
+    ) {
+        let service_account = report.optional(
+            &format!("{at}.gcpWorkloadIdentity.serviceAccount"),
+            identity.service_account,
+        );
+        let metadata_url = report.optional(
+            &format!("{at}.gcpWorkloadIdentity.metadataUrl"),
+            identity.metadata_url,
+        );
+        Some(CredentialSource::GcpWorkloadIdentity(
+            WorkloadIdentitySource {
+                service_account,
+                metadata_url,
+            },
+        ))
+    } else if let Some(basic) = report.optional(&format!("{at}.basicAuth"), raw.basic_auth) {
+        let username_file = file(
+            report,
+            format!("{at}.basicAuth.usernameFile"),
+            basic.username_file,
+        );
+        let password_file = file(
+            report,
+            format!("{at}.basicAuth.passwordFile"),
+            basic.password_file,
+        );
+        username_file
+            .zip(password_file)
+            .map(|(username_file, password_file)| {
+                CredentialSource::BasicAuth(BasicAuthSource {
+                    username_file,
+                    password_file,
+                })
+            })
+    } else if let Some(docker) =
+        report.optional(&format!("{at}.dockerConfigJson"), raw.docker_config_json)
+    {
+        file(report, format!("{at}.dockerConfigJson.file"), docker.file)
+            .map(|file| CredentialSource::DockerConfigJson(FileSource { file }))
+    } else {
+        None
+    };
+    (report.errors.len() == errors_before)
+        .then_some(source)
+        .flatten()
+}
+
+fn label_selector(
+    report: &mut Report,
+    raw: RawSelector,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    let errors_before = report.errors.len();
+    let match_labels = report
+        .optional("namespaceSelector.matchLabels", raw.match_labels)
+        .map(|entries| {
+            let mut labels = std::collections::BTreeMap::new();
+            for (key, value) in entries.0 {
+                let Some(key) = report.required("namespaceSelector.matchLabels", key) else {
+                    continue;
+                };
+                let field = format!("namespaceSelector.matchLabels.{key}");
+                if let Some(value) = report.required(&field, value) {
+                    labels.insert(key, value);
+                }
+            }
+            labels
+        });
+    let match_expressions = report
+        .list("namespaceSelector.matchExpressions", raw.match_expressions)
+        .into_iter()
+        .map(|(at, raw)| LabelSelectorRequirement {
+            key: report
+                .required(&format!("{at}.key"), raw.key)
+                .unwrap_or_default(),
+            operator: report
+                .required(&format!("{at}.operator"), raw.operator)
+                .unwrap_or_default(),
+            values: match raw.values {
+                Node::Absent => None,
+                values => Some(
+                    report
+                        .list(&format!("{at}.values"), values)
+                        .into_iter()
+                        .map(|(_, value)| value)
+                        .collect(),
+                ),
+            },
+        })
+        .collect::<Vec<_>>();
+    (report.errors.len() == errors_before).then(|| LabelSelector {
+        match_labels,
+        match_expressions: (!match_expressions.is_empty()).then_some(match_expressions),
+    })
+}
+
+/// An unknown key, by its path. Its name is shown only when it looks like a field name and, under
+/// `credentials`, only when it is one of the credential schema's own names or a near miss of one
+/// (see [`FieldError`]).
+fn unknown_field(path: &[Segment]) -> FieldError {
+    let Some((Segment::Key(key), parent)) = path.split_last() else {
+        return FieldError {
+            field: shape::format_path(path),
+            problem: "is not part of the config".into(),
+        };
+    };
+    let known = known_fields(parent);
+    let expected = if known.is_empty() {
+        String::new()
+    } else {
+        format!("; expected one of: {}", known.join(", "))
+    };
+    let is_source = matches!(
+        parent,
+        [Segment::Key(r), Segment::Index(_), Segment::Key(c)] if r == "registries" && c == "credentials"
+    );
+    let what = if is_source {
+        "unknown credential source"
+    } else {
+        "unknown field"
+    };
+    let show = looks_like_field_name(key)
+        && (!under_credentials(parent)
+            || credential_field_names().any(|name| same_name(name, key)));
+    if show {
+        FieldError {
+            field: shape::format_path(path),
+            problem: format!("{what}{expected}"),
+        }
+    } else {
+        let reason = if under_credentials(parent) {
+            "nothing under `credentials` is shown but the schema's own names and near misses"
+        } else {
+            "it does not look like a field name"
+        };
+        FieldError {
+            field: shape::format_path(parent),
+            problem: format!("has an {what} (its name is not shown: {reason}){expected}"),
+        }
+    }
+}
+
+fn under_credentials(parent: &[Segment]) -> bool {
+    matches!(
+        parent,
+        [Segment::Key(r), Segment::Index(_), Segment::Key(c), ..] if r == "registries" && c == "credentials"
+    )
+}
+
+/// The fields the shape knows where an unknown key was found.
+fn known_fields(parent: &[Segment]) -> &'static [&'static str] {
+    let steps: Vec<&str> = parent
+        .iter()
+        .map(|segment| match segment {
+            Segment::Key(key) => key.as_str(),
+            Segment::Index(_) => "[]",
+        })
+        .collect();
+    match steps.as_slice() {
+        [] => shape::fields_of::<RawConfig>(),
+        ["registries", "[]"] => shape::fields_of::<RawRegistry>(),
+        ["registries", "[]", "credentials"] => shape::fields_of::<RawCredentials>(),
+        ["registries", "[]", "credentials", "gcpJsonKey"] => shape::fields_of::<RawGcpKey>(),
+        ["registries", "[]", "credentials", "gcpWorkloadIdentity"] => {
+            shape::fields_of::<RawWorkloadIdentity>()
+        }
+        ["registries", "[]", "credentials", "basicAuth"] => shape::fields_of::<RawBasicAuth>(),
+        ["registries", "[]", "credentials", "dockerConfigJson"] => shape::fields_of::<RawFile>(),
+        ["optOut"] => shape::fields_of::<RawOptOut>(),
+        ["provisioning"] => shape::fields_of::<RawProvisioning>(),
+        ["namespaceSelector"] => shape::fields_of::<RawSelector>(),
+        ["namespaceSelector", "matchExpressions", "[]"] => shape::fields_of::<RawRequirement>(),
+        _ => &[],
+    }
+}
+
+/// Every name the credential schema uses, at any depth under `credentials`.
+fn credential_field_names() -> impl Iterator<Item = &'static str> {
+    [
+        shape::fields_of::<RawCredentials>(),
+        shape::fields_of::<RawGcpKey>(),
+        shape::fields_of::<RawWorkloadIdentity>(),
+        shape::fields_of::<RawBasicAuth>(),
+        shape::fields_of::<RawFile>(),
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+}
+
+/// A schema name or a near miss of one: equal but for ASCII case, `-`, `_` and at most two typed
+/// characters (`passwordfile`, `password_file`, `pasword_file` and `passwordFiles` all are
+/// `passwordFile`'s). Whatever passes is at most two characters away from a public name.
+fn same_name(name: &str, key: &str) -> bool {
+    let fold = |s: &str| {
+        s.bytes()
+            .filter(|b| !matches!(b, b'-' | b'_'))
+            .map(|b| b.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    edit_distance(&fold(name), &fold(key)) <= 2
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions) of two short byte strings.
+fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &y) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(x != y);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+fn looks_like_field_name(key: &str) -> bool {
+    (1..=63).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -664,7 +1256,7 @@ provisioning: { budget: 1500ms }
             ),
             (
                 "registries:\n- {name: a, secretName: s, hosts: [gcr.io], credentials: {gcpJsonKey: {file: key.json}}}",
-                "registries[0].credentials",
+                "registries[0].credentials.gcpJsonKey.file",
                 "absolute path",
             ),
             (
@@ -713,19 +1305,331 @@ provisioning: { budget: 1500ms }
     }
 
     #[test]
-    fn syntax_errors_and_unknown_fields_are_refused() {
-        for text in [
-            "",
-            "registries: [",
-            "registries:\n- {name: a, secretName: s, hosts: [gcr.io], secret: x}",
-            "registires: []",
-            "registries:\n- {name: a, secretName: s, hosts: [gcr.io]}\nfailureMode: maybe",
-            "registries:\n- {name: a, secretName: s, hosts: [gcr.io], credentials: {vault: {}}}",
-        ] {
+    fn wrong_kinds_are_field_errors_naming_what_was_expected() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "registries:\n- {name: a, secretName: s, hosts: gcr.io}",
+                "registries[0].hosts",
+                "expected a list, found a string",
+            ),
+            (
+                "registries:\n- {name: [a], secretName: s, hosts: [gcr.io]}",
+                "registries[0].name",
+                "expected a string, found a list",
+            ),
+            (
+                "registries:\n- {name: a, secretName: 7, hosts: [gcr.io, {}]}",
+                "registries[0].hosts[1]",
+                "expected a string, found a mapping",
+            ),
+            (
+                "registries:\n- just-a-name",
+                "registries[0]",
+                "expected a mapping, found a string",
+            ),
+            (
+                "registries:\n- {name: a, secretName: s, hosts: [gcr.io]}\nprovisioning: {budget: 2}",
+                "provisioning.budget",
+                "expected a string, found a number",
+            ),
+            (
+                "registries:\n- {name: a, secretName: s, hosts: [gcr.io]}\nnamespaceSelector: {matchLabels: {tier: [a]}}",
+                "namespaceSelector.matchLabels.tier",
+                "expected a string, found a list",
+            ),
+            ("- a\n- b\n", "(top level)", "found a list"),
+        ];
+        for (text, field, needle) in cases {
+            let err = Config::from_yaml_str(text).expect_err(text);
+            let found = err.field_errors().iter().find(|e| e.field == *field);
+            let found = found.unwrap_or_else(|| panic!("no error on {field} for {text:?}: {err}"));
+            assert!(found.problem.contains(needle), "{field}: {found}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_at_every_depth_are_reported_together_with_their_paths() {
+        let text = r#"
+registries:
+  - name: gcp
+    preset: gcp
+    secretName: gcr-pull
+    secret: gcr-pull
+    credentials:
+      gcpJsonKey: {file: /etc/psi/key.json, fiel: /etc/psi/other.json, Pw-S3cr3t: x}
+  - name: lab
+    hosts: [registry.lab]
+    secretName: lab-pull
+    credentials:
+      basicAuth: {usernameFile: /u, passwordFile: /p, passwordfile: /q}
+  - name: vault
+    hosts: [vault.lab]
+    secretName: vault-pull
+    credentials: {vault: {path: /x}}
+  - name: typo
+    hosts: [typo.lab]
+    secretName: typo-pull
+    credentials: {basicAuh: {usernameFile: /u, passwordFile: /p}}
+skipNamespace: [psi]
+optOut: {lable: x}
+provisioning: {budget: 2s, timeout: 5s}
+namespaceSelector:
+  matchExpressions:
+  - {key: tier, operator: In, values: [a], value: [a]}
+"#;
+        // (field, text the problem must contain)
+        let expected: &[(&str, &str)] = &[
+            (
+                "registries[0].secret",
+                "unknown field; expected one of: name, hosts",
+            ),
+            (
+                "registries[0].credentials.gcpJsonKey.fiel",
+                "unknown field; expected one of: file, mode",
+            ),
+            (
+                "registries[0].credentials.gcpJsonKey",
+                "has an unknown field (its name is not shown",
+            ),
+            (
+                "registries[1].credentials.basicAuth.passwordfile",
+                "unknown field; expected one of: usernameFile, passwordFile",
+            ),
+            (
+                "registries[2].credentials",
+                "has an unknown credential source (its name is not shown",
+            ),
+            (
+                "registries[3].credentials.basicAuh",
+                "unknown credential source; expected one of: gcpJsonKey",
+            ),
+            (
+                "skipNamespace",
+                "unknown field; expected one of: registries",
+            ),
+            ("optOut.lable", "expected one of: label, annotation"),
+            ("provisioning.timeout", "expected one of: budget"),
+            (
+                "namespaceSelector.matchExpressions[0].value",
+                "expected one of: key, operator, values",
+            ),
+        ];
+        let err = Config::from_yaml_str(text).expect_err("unknown keys");
+        for (field, needle) in expected {
+            let found = err.field_errors().iter().find(|e| e.field == *field);
+            let found = found.unwrap_or_else(|| panic!("no error on {field}: {err}"));
+            assert!(found.problem.contains(needle), "{found}");
+        }
+        assert_eq!(err.field_errors().len(), expected.len(), "{err}");
+        // The hidden keys' names are nowhere in the message.
+        for hidden in ["vault", "S3cr3t"] {
+            assert!(!err.to_string().contains(hidden), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_enum_values_are_reported_with_the_other_errors() {
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            (
+                "registries:\n- {name: Bad_Name, secretName: s, hosts: [gcr.io], credentials: {gcpJsonKey: {file: /k.json, mode: sometimes}}}\nfailureMode: maybe\nprovisioning: {budget: soon}\nextra: 1",
+                &[
+                    ("registries[0].name", "a-z"),
+                    (
+                        "registries[0].credentials.gcpJsonKey.mode",
+                        "is not one of: jsonKey, accessToken (the value is not shown",
+                    ),
+                    ("failureMode", "\"maybe\" is not one of: allow, deny"),
+                    ("provisioning.budget", "not a duration"),
+                    ("extra", "unknown field"),
+                ],
+            ),
+            (
+                "registries:\n- {name: a, secretName: s, hosts: [gcr.io], credentials: {gcpJsonKey: {file: /k.json, mode: [jsonKey]}}}\nfailureMode: 1",
+                &[
+                    (
+                        "registries[0].credentials.gcpJsonKey.mode",
+                        "expected a string, found a list",
+                    ),
+                    ("failureMode", "expected a string, found a number"),
+                ],
+            ),
+            (
+                "registries:\n- {name: a, secretName: s, hosts: [gcr.io], credentials: {}}\n- {name: b, secretName: t, hosts: [gcr.io], credentials: {gcpWorkloadIdentity: {}, basicAuth: {usernameFile: /u, passwordFile: /p}}}\nfailureMode: Deny",
+                &[
+                    ("registries[0].credentials", "names no credential source"),
+                    (
+                        "registries[1].credentials",
+                        "names 2 credential sources (gcpWorkloadIdentity, basicAuth)",
+                    ),
+                    ("failureMode", "\"Deny\" is not one of: allow, deny"),
+                ],
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Config::from_yaml_str(text).expect_err(text);
+            for (field, needle) in *expected {
+                let found = err.field_errors().iter().find(|e| e.field == *field);
+                let found = found.unwrap_or_else(|| panic!("no error on {field}: {err}"));
+                assert!(found.problem.contains(needle), "{found}");
+            }
+            assert_eq!(err.field_errors().len(), expected.len(), "{err}");
+            assert!(!err.to_string().contains("sometimes"), "{err}");
+        }
+    }
+
+    /// What a user might paste into the config by mistake: a password and a service-account key.
+    const PASSWORD: &str = "ci-robot:Pw-S3cr3t";
+    const KEY_TEXT: &str = r#"{"type": "service_account", "project_id": "acme", "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n", "client_email": "puller@acme.iam.gserviceaccount.com"}"#;
+
+    #[test]
+    fn wrong_typed_credential_fields_name_the_field_and_never_the_value() {
+        let key_as_yaml_string = format!("'{KEY_TEXT}'");
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                format!("{{basicAuth: \"{PASSWORD}\"}}"),
+                "registries[0].credentials.basicAuth",
+                "expected a mapping, found a string",
+            ),
+            (
+                format!("\"{PASSWORD}\""),
+                "registries[0].credentials",
+                "expected a mapping, found a string",
+            ),
+            (
+                format!("{{basicAuth: {{usernameFile: /u, passwordFile: [\"{PASSWORD}\"]}}}}"),
+                "registries[0].credentials.basicAuth.passwordFile",
+                "expected a string, found a list",
+            ),
+            (
+                "{basicAuth: {usernameFile: ci-robot, passwordFile: Pw-S3cr3t}}".to_owned(),
+                "registries[0].credentials.basicAuth.passwordFile",
+                "must be an absolute path (the value is not shown",
+            ),
+            (
+                format!("{{basicAuth: {{usernameFile: /u, passwordFile: /p, \"{PASSWORD}\": 1}}}}"),
+                "registries[0].credentials.basicAuth",
+                "has an unknown field (its name is not shown",
+            ),
+            (
+                "{basicAuth: {usernameFile: /u, passwordFile: /p, Pw-S3cr3t: 1}}".to_owned(),
+                "registries[0].credentials.basicAuth",
+                "has an unknown field (its name is not shown",
+            ),
+            (
+                format!("{{\"{PASSWORD}\": {{}}}}"),
+                "registries[0].credentials",
+                "has an unknown credential source (its name is not shown",
+            ),
+            (
+                format!("{{gcpJsonKey: {key_as_yaml_string}}}"),
+                "registries[0].credentials.gcpJsonKey",
+                "expected a mapping, found a string",
+            ),
+            (
+                format!("{{gcpJsonKey: {{file: {key_as_yaml_string}}}}}"),
+                "registries[0].credentials.gcpJsonKey.file",
+                "must be an absolute path",
+            ),
+            (
+                // The key pasted as a flow mapping: its keys are unknown, its values never read.
+                format!("{{gcpJsonKey: {KEY_TEXT}}}"),
+                "registries[0].credentials.gcpJsonKey.file",
+                "is required",
+            ),
+            (
+                format!("{{gcpJsonKey: {{file: /k.json, mode: \"{PASSWORD}\"}}}}"),
+                "registries[0].credentials.gcpJsonKey.mode",
+                "is not one of: jsonKey, accessToken",
+            ),
+            (
+                format!(
+                    "{{dockerConfigJson: {{file: {{auths: {{r.io: {{auth: \"{PASSWORD}\"}}}}}}}}}}"
+                ),
+                "registries[0].credentials.dockerConfigJson.file",
+                "expected a string, found a mapping",
+            ),
+            (
+                format!("{{gcpWorkloadIdentity: {{metadataUrl: [\"{PASSWORD}\"]}}}}"),
+                "registries[0].credentials.gcpWorkloadIdentity.metadataUrl",
+                "expected a string, found a list",
+            ),
+        ];
+        let secrets = [
+            "S3cr3t",
+            "ci-robot",
+            "PRIVATE KEY",
+            "MIIEvQIBADANBg",
+            "puller@acme",
+            "service_account",
+            "project_id",
+        ];
+        for (credentials, field, needle) in &cases {
+            let text = format!(
+                "registries:\n- name: lab\n  hosts: [registry.lab]\n  secretName: lab-pull\n  credentials: {credentials}\n"
+            );
+            let err = Config::from_yaml_str(&text).expect_err(&text);
+            let found = err.field_errors().iter().find(|e| e.field == *field);
+            let found = found.unwrap_or_else(|| panic!("no error on {field} for {text}: {err}"));
+            assert!(found.problem.contains(needle), "{found}");
+            let err = err.in_file(Path::new("/etc/psi/config.yaml"));
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(
+                    shown.starts_with("/etc/psi/config.yaml: ") || shown.starts_with("Invalid")
+                );
+                for secret in secrets {
+                    assert!(!shown.contains(secret), "{secret:?} in {shown}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn syntax_errors_stop_at_the_first_with_a_position_and_no_value() {
+        let cases = [
+            ("", "empty"),
+            (
+                "registries: [",
+                "did not find expected node content at line 2 column 1",
+            ),
+            (
+                "registries:\n- name: a\n  credentials: {\"ci-robot:Pw-S3cr3t\": 1, \"ci-robot:Pw-S3cr3t\": 2}\n",
+                "same key twice at line 3",
+            ),
+            (
+                "registries:\n- name: a\n  credentials: {basicAuth: \"ci-robot:Pw-S3cr3t\n",
+                "line",
+            ),
+        ];
+        for (text, needle) in cases {
             match Config::from_yaml_str(text) {
-                Err(ConfigError::Syntax(message)) => assert!(!message.is_empty()),
+                Err(err @ ConfigError::Syntax { .. }) => {
+                    let message = err.to_string();
+                    assert!(message.contains(needle), "{message}");
+                    assert!(!message.contains("S3cr3t"), "{message}");
+                }
                 other => panic!("{text:?} gave {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn workload_identity_with_nothing_after_it_means_the_defaults() {
+        for credentials in [
+            "{gcpWorkloadIdentity: {}}",
+            "{gcpWorkloadIdentity: }",
+            "{gcpWorkloadIdentity: ~}",
+        ] {
+            let text = format!(
+                "registries:\n- {{name: gcp, preset: gcp, secretName: gcr-pull, credentials: {credentials}}}\n"
+            );
+            let config = Config::from_yaml_str(&text).expect(&text);
+            assert_eq!(
+                config.registries[0].credentials,
+                Some(CredentialSource::GcpWorkloadIdentity(
+                    WorkloadIdentitySource::default()
+                )),
+                "{credentials}"
+            );
         }
     }
 

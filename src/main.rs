@@ -179,8 +179,18 @@ async fn mutate(args: MutateArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks what `serve` would load: the config, then every credential file it names.
 fn check_config(args: CheckConfigArgs) -> Result<(), String> {
     let config = Config::from_file(&args.config).map_err(|e| e.to_string())?;
+    let problems = config.check_credential_files();
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        return Err(format!(
+            "{}: credential files that serve could not use:\n{}",
+            args.config.display(),
+            list.join("\n")
+        ));
+    }
     println!("{}: valid", args.config.display());
     for registry in &config.registries {
         let hosts: Vec<&str> = registry.hosts.iter().map(|h| h.as_str()).collect();

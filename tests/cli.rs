@@ -324,3 +324,181 @@ fn k3s_registries_renders_a_registries_yaml_whose_passwords_round_trip() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("matches no registry entry"));
 }
+
+/// Runs `check-config` on `config` (written into `dir`): (success, stdout + stderr).
+fn check_config(dir: &std::path::Path, config: &str) -> (bool, String) {
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, config).expect("config");
+    let output = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn check_config_fails_naming_each_unusable_credential_file_and_the_reason_never_its_content() {
+    const USER: &str = "robot-user-Zq9Zq9Zq9";
+    const SECRET: &str = "Pw-S3cr3t-Zq9Zq9Zq9";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    let write = |name: &str, content: &str| {
+        std::fs::write(dir.path().join(name), content).expect("write");
+    };
+    // Good files, for the parts of each case that must not be reported.
+    write("good-key.json", &support::service_account_key("good"));
+    write("username", &format!("{USER}\n"));
+    write("password", &format!("{SECRET}\n"));
+    write("empty-password", "\n");
+    write(
+        "user-credentials.json",
+        &format!(
+            "{{\"type\": \"authorized_user\", \"client_id\": \"764086051850\", \"client_secret\": \"{SECRET}\", \"refresh_token\": \"1//{SECRET}\"}}\n"
+        ),
+    );
+    write(
+        "no-email.json",
+        &format!(
+            "{{\"type\": \"service_account\", \"private_key\": \"-----BEGIN PRIVATE KEY-----\\n{SECRET}\\n-----END PRIVATE KEY-----\\n\"}}\n"
+        ),
+    );
+    write(
+        "broken.dockerconfigjson",
+        &format!("{{\"auths\": {{\"registry.lab\": {{\"auth\": \"{SECRET}\"}}"),
+    );
+    let entry = |credentials: &str| {
+        format!(
+            "registries:\n- {{name: lab, hosts: [registry.lab], secretName: lab-pull, credentials: {credentials}}}\n"
+        )
+    };
+    // (credentials, the file that must be named, the reason)
+    let cases = [
+        (
+            format!("{{gcpJsonKey: {{file: {d}/missing.json}}}}"),
+            format!("{d}/missing.json"),
+            "cannot read",
+        ),
+        (
+            format!(
+                "{{basicAuth: {{usernameFile: {d}/username, passwordFile: {d}/empty-password}}}}"
+            ),
+            format!("{d}/empty-password"),
+            "the password is empty",
+        ),
+        (
+            format!("{{gcpJsonKey: {{file: {d}/user-credentials.json}}}}"),
+            format!("{d}/user-credentials.json"),
+            "is not a GCP service-account key: `type` is not \"service_account\"",
+        ),
+        (
+            format!("{{gcpJsonKey: {{file: {d}/no-email.json}}}}"),
+            format!("{d}/no-email.json"),
+            "is not a GCP service-account key: `client_email` is missing",
+        ),
+        (
+            format!("{{dockerConfigJson: {{file: {d}/broken.dockerconfigjson}}}}"),
+            format!("{d}/broken.dockerconfigjson"),
+            "is not a .dockerconfigjson: not JSON",
+        ),
+    ];
+    for (credentials, file, reason) in &cases {
+        let (ok, output) = check_config(dir.path(), &entry(credentials));
+        assert!(!ok, "{credentials}: accepted\n{output}");
+        let line = output
+            .lines()
+            .find(|line| line.contains(file.as_str()))
+            .unwrap_or_else(|| panic!("{file} not named:\n{output}"));
+        assert!(line.contains(reason), "{line}");
+        assert!(line.contains("registry \"lab\""), "{line}");
+        for secret in [USER, SECRET, "S3cr3t", "764086051850"] {
+            assert!(!output.contains(secret), "{secret} in:\n{output}");
+        }
+    }
+
+    // Every problem at once, and only the problems: the good files are not reported.
+    let all = format!(
+        "registries:\n\
+         - {{name: a, hosts: [a.lab], secretName: a, credentials: {{gcpJsonKey: {{file: {d}/missing.json}}}}}}\n\
+         - {{name: b, hosts: [b.lab], secretName: b, credentials: {{basicAuth: {{usernameFile: {d}/no-username, passwordFile: {d}/empty-password}}}}}}\n\
+         - {{name: c, hosts: [c.lab], secretName: c, credentials: {{dockerConfigJson: {{file: {d}/broken.dockerconfigjson}}}}}}\n\
+         - {{name: d, hosts: [d.lab], secretName: d, credentials: {{gcpJsonKey: {{file: {d}/good-key.json}}}}}}\n\
+         - {{name: e, hosts: [e.lab], secretName: e, credentials: {{basicAuth: {{usernameFile: {d}/username, passwordFile: {d}/password}}}}}}\n"
+    );
+    let (ok, output) = check_config(dir.path(), &all);
+    assert!(!ok, "{output}");
+    let problems: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with("  - registry"))
+        .collect();
+    assert_eq!(problems.len(), 4, "{output}");
+    for file in [
+        "missing.json",
+        "no-username",
+        "empty-password",
+        "broken.dockerconfigjson",
+    ] {
+        assert!(output.contains(&format!("{d}/{file}")), "{file}: {output}");
+    }
+    assert!(!output.contains("good-key.json"), "{output}");
+    assert!(!output.contains(SECRET), "{output}");
+
+    // The same entries with their files fixed pass.
+    let fixed = all
+        .replace("missing.json", "good-key.json")
+        .replace("no-username", "username")
+        .replace("empty-password", "password")
+        .replace(
+            &format!("{{dockerConfigJson: {{file: {d}/broken.dockerconfigjson}}}}"),
+            "{gcpWorkloadIdentity: {}}",
+        );
+    let (ok, output) = check_config(dir.path(), &fixed);
+    assert!(ok, "{output}");
+    assert!(output.contains(": valid"), "{output}");
+    for secret in [USER, SECRET] {
+        assert!(!output.contains(secret), "{secret} in:\n{output}");
+    }
+}
+
+#[test]
+fn check_config_names_wrong_typed_credential_fields_never_their_values() {
+    const PASSWORD: &str = "ci-robot:Pw-S3cr3t";
+    let key = support::service_account_key("pasted");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!(
+        "registries:\n\
+         - name: lab\n  hosts: [registry.lab]\n  secretName: lab-pull\n  credentials:\n    basicAuth: \"{PASSWORD}\"\n\
+         - name: gcp\n  preset: gcp\n  secretName: gcr-pull\n  credentials:\n    gcpJsonKey: {}\n\
+         failureMode: sometimes\n",
+        serde_json::to_string(&key).expect("key as a YAML string")
+    );
+    let (ok, output) = check_config(dir.path(), &config);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("config.yaml: config is invalid"),
+        "{output}"
+    );
+    assert!(
+        output.contains("registries[0].credentials.basicAuth: expected a mapping, found a string"),
+        "{output}"
+    );
+    assert!(
+        output.contains("registries[1].credentials.gcpJsonKey: expected a mapping, found a string"),
+        "{output}"
+    );
+    assert!(output.contains("failureMode"), "{output}");
+    for secret in [
+        "S3cr3t",
+        "ci-robot",
+        "PRIVATE KEY",
+        "service_account",
+        "acme-prod",
+    ] {
+        assert!(!output.contains(secret), "{secret} in:\n{output}");
+    }
+}

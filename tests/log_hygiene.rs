@@ -6,7 +6,9 @@
 //! in-memory buffers, through: the first Pod that creates the Secrets (a GCP JSON key, a basic-auth
 //! pair and a `.dockerconfigjson`), key and password rotation, invalid key files (one carries a
 //! fresh private key, one is garbage with a secret in it), API 500 faults on create and on the
-//! rotation's update, and a foreign Secret whose data the injector reads. Then the captured logs must
+//! rotation's update, a foreign Secret whose data the injector reads, and a config reload refused
+//! because credentials were pasted into it inline (a password and a key's JSON text in fields of the
+//! wrong type, and the key as a mapping of unknown keys). Then the captured logs must
 //! contain no 40-character slice of any credential in any of the forms it could take: raw, JSON
 //! escaped, Rust `Debug` escaped, and base64 where the wire carries it.
 //!
@@ -381,7 +383,7 @@ provisioning: {{budget: 2s}}
     let api = Arc::new(FakeApi::start(&SECRETS).await);
     let metrics = Arc::new(Metrics::new());
     let provisioner = KubePullSecrets::start(api.client(), metrics.clone(), test_options());
-    let server = TestServer::start_with(TestOptions {
+    let mut server = TestServer::start_with(TestOptions {
         metrics: Some(metrics),
         server: relaxed_timeouts(),
         ..TestOptions::new(&config, Arc::new(provisioner.clone()))
@@ -524,6 +526,47 @@ provisioning: {{budget: 2s}}
         "{response}"
     );
 
+    // 6. A config reload to an invalid config with credentials pasted inline, in fields of the
+    // wrong type: a password where basicAuth's mapping belongs, a key's JSON text where
+    // gcpJsonKey's mapping belongs, and the same key as a flow mapping (its keys unknown there).
+    // The reload is refused and logged at ERROR; the log must name the fields, not the values.
+    let inline_password = unique("inline-password");
+    needles.add("inline password", &inline_password);
+    let (inline_key, inline_pem) = service_account_key("inline", true);
+    needles.add_key("inline key", &inline_key, &inline_pem);
+    let inline_key_text = serde_json::to_string(&inline_key).expect("key as a YAML string");
+    let inline_key_mapping = serde_json::to_string(
+        &serde_json::from_str::<serde_json::Value>(&inline_key).expect("key JSON"),
+    )
+    .expect("key as a flow mapping");
+    let pasted = format!(
+        "registries:
+- name: corp
+  hosts: [\"registry.corp.example:5000\"]
+  secretName: corp-pull
+  credentials:
+    basicAuth: \"{username}:{inline_password}\"
+- name: gcp
+  preset: gcp
+  secretName: gcr-pull
+  credentials:
+    gcpJsonKey: {inline_key_text}
+- name: gcp-mapping
+  hosts: [gcr.example]
+  secretName: gcr-mapping-pull
+  credentials:
+    gcpJsonKey: {inline_key_mapping}
+"
+    );
+    server
+        .config_dir
+        .update(&[("config.yaml", pasted.as_bytes())]);
+    wait_metric(
+        &server,
+        "pullsecret_injector_config_reloads_total{result=\"failure\"} 1",
+    )
+    .await;
+
     // Let background work (retries, watches) settle and log what it logs.
     tokio::time::sleep(Duration::from_millis(500)).await;
     provisioner.stop();
@@ -539,6 +582,11 @@ provisioning: {{budget: 2s}}
         "new credentials refused",
         "not managed by pullsecret-injector",
         "admission review answered",
+        "new config refused",
+        // The refused config's error was logged, naming its fields.
+        "registries[0].credentials.basicAuth: expected a mapping, found a string",
+        "registries[1].credentials.gcpJsonKey: expected a mapping, found a string",
+        "registries[2].credentials.gcpJsonKey.file: is required",
     ] {
         assert!(
             json_text.contains(expected),

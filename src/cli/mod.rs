@@ -27,7 +27,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Offline preview: print the JSON Patch (or the mutated Pod) the webhook would produce for a Pod.
     Mutate(MutateArgs),
-    /// Validate a config file and print what it configures.
+    /// Validate a config file and every credential file it names, and print what it configures.
     CheckConfig(CheckConfigArgs),
     /// Write a development CA and serving certificate (ca.crt, tls.crt, tls.key).
     DevCerts(DevCertsArgs),

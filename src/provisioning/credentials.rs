@@ -10,7 +10,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::admission::HostPattern;
-use crate::config::{CredentialSource, Registry};
+use crate::config::{Config, CredentialSource, GcpKeyMode, Registry};
+use crate::provisioning::gcp_auth::ServiceAccountKey;
 
 /// Username the registries accept with a GCP service-account key as the password.
 pub const GCP_JSON_KEY_USER: &str = "_json_key";
@@ -203,27 +204,41 @@ fn basic_auth_text<'b>(
     password_path: &Path,
     password: &'b [u8],
 ) -> Result<(&'b str, &'b str), CredentialError> {
-    let invalid = |path: &Path, problem: &str| CredentialError::InvalidBasicAuth {
+    Ok((
+        username_text(username_path, username)?,
+        password_text(password_path, password)?,
+    ))
+}
+
+fn invalid_basic_auth(path: &Path, problem: &str) -> CredentialError {
+    CredentialError::InvalidBasicAuth {
         path: path.to_owned(),
         problem: problem.to_owned(),
-    };
-    let username = std::str::from_utf8(shell_text(username))
-        .map_err(|_| invalid(username_path, "the username is not UTF-8 text"))?;
-    let password = std::str::from_utf8(shell_text(password))
-        .map_err(|_| invalid(password_path, "the password is not UTF-8 text"))?;
+    }
+}
+
+fn username_text<'b>(path: &Path, bytes: &'b [u8]) -> Result<&'b str, CredentialError> {
+    let username = std::str::from_utf8(shell_text(bytes))
+        .map_err(|_| invalid_basic_auth(path, "the username is not UTF-8 text"))?;
     if username.is_empty() {
-        return Err(invalid(username_path, "the username is empty"));
+        return Err(invalid_basic_auth(path, "the username is empty"));
     }
     if username.contains(':') {
-        return Err(invalid(
-            username_path,
+        return Err(invalid_basic_auth(
+            path,
             "the username contains ':', which the registry auth format cannot carry",
         ));
     }
+    Ok(username)
+}
+
+fn password_text<'b>(path: &Path, bytes: &'b [u8]) -> Result<&'b str, CredentialError> {
+    let password = std::str::from_utf8(shell_text(bytes))
+        .map_err(|_| invalid_basic_auth(path, "the password is not UTF-8 text"))?;
     if password.is_empty() {
-        return Err(invalid(password_path, "the password is empty"));
+        return Err(invalid_basic_auth(path, "the password is empty"));
     }
-    Ok((username, password))
+    Ok(password)
 }
 
 /// An existing `.dockerconfigjson`, replicated as is once it is known to be one.
@@ -267,15 +282,16 @@ impl fmt::Debug for Login {
     }
 }
 
+fn read(path: &Path) -> Result<Vec<u8>, CredentialError> {
+    std::fs::read(path).map_err(|e| CredentialError::Read {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
 /// Reads a registry entry's source files. `None` when the entry has no source.
 pub fn read_login(registry: &Registry) -> Option<Result<Login, CredentialError>> {
     let source = registry.credentials.as_ref()?;
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| CredentialError::Read {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
-    };
     Some(match source {
         CredentialSource::GcpJsonKey(source) => read(&source.file).and_then(|bytes| {
             let key = gcp_key_text(&source.file, &bytes)?;
@@ -302,6 +318,73 @@ pub fn read_login(registry: &Registry) -> Option<Result<Login, CredentialError>>
         // Minted tokens, not files: the provisioner's token refresher handles these.
         CredentialSource::GcpWorkloadIdentity(_) => return None,
     })
+}
+
+/// A credential file `serve` could not use, as [`check_files`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("registry {registry:?}: {error}")]
+pub struct FileProblem {
+    /// The name of the registry entry that names the file.
+    pub registry: String,
+    /// Names the file and the reason; never its content.
+    pub error: CredentialError,
+}
+
+/// Reads every credential file the config names and checks each as `serve` will use it: a GCP key
+/// must be a service-account key (and, for `mode: accessToken`, one that can sign token
+/// requests), basic-auth files must hold a usable username and a non-empty password, and a
+/// `.dockerconfigjson` must parse with a non-empty `auths`. Every problem is returned, not only
+/// the first; an empty list means `serve` would load them all as they are now.
+pub fn check_files(config: &Config) -> Vec<FileProblem> {
+    let mut problems = Vec::new();
+    for registry in &config.registries {
+        let mut problem = |error| {
+            problems.push(FileProblem {
+                registry: registry.name.clone(),
+                error,
+            })
+        };
+        match &registry.credentials {
+            None | Some(CredentialSource::GcpWorkloadIdentity(_)) => {}
+            Some(CredentialSource::GcpJsonKey(source)) => {
+                let checked = read(&source.file).and_then(|bytes| {
+                    gcp_key_text(&source.file, &bytes)?;
+                    if source.mode == GcpKeyMode::AccessToken {
+                        ServiceAccountKey::parse(&bytes).map_err(|e| {
+                            CredentialError::InvalidGcpKey {
+                                path: source.file.clone(),
+                                problem: e.to_string(),
+                            }
+                        })?;
+                    }
+                    Ok(())
+                });
+                if let Err(error) = checked {
+                    problem(error);
+                }
+            }
+            Some(CredentialSource::BasicAuth(source)) => {
+                if let Err(error) = read(&source.username_file)
+                    .and_then(|bytes| username_text(&source.username_file, &bytes).map(drop))
+                {
+                    problem(error);
+                }
+                if let Err(error) = read(&source.password_file)
+                    .and_then(|bytes| password_text(&source.password_file, &bytes).map(drop))
+                {
+                    problem(error);
+                }
+            }
+            Some(CredentialSource::DockerConfigJson(source)) => {
+                if let Err(error) = read(&source.file)
+                    .and_then(|bytes| render_docker_config(&source.file, &bytes).map(drop))
+                {
+                    problem(error);
+                }
+            }
+        }
+    }
+    problems
 }
 
 /// Reads a registry entry's source files and renders them. `None` when the entry has no source.

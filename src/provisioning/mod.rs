@@ -7,6 +7,7 @@ pub mod gcp_auth;
 mod namespaces;
 pub(crate) mod provisioner;
 
+pub use credentials::{CredentialError, FileProblem};
 pub use provisioner::{KubePullSecrets, ProvisionerOptions};
 
 use std::sync::Arc;

@@ -93,7 +93,7 @@ impl LiveConfig {
             path: path.to_owned(),
             source,
         })?;
-        let config = Arc::new(parse_config(&bytes)?);
+        let config = Arc::new(parse_config(path, &bytes)?);
         metrics.config_reload(ReloadResult::Success);
         pull_secrets.on_config(config.clone());
         Ok(Self {
@@ -125,7 +125,7 @@ impl LiveConfig {
         if *last_seen == bytes {
             return;
         }
-        match parse_config(&bytes) {
+        match parse_config(&self.path, &bytes) {
             Ok(config) => {
                 let config = Arc::new(config);
                 self.current.store(config.clone());
@@ -142,10 +142,11 @@ impl LiveConfig {
     }
 }
 
-fn parse_config(bytes: &[u8]) -> Result<Config, ConfigError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| ConfigError::Syntax(format!("the file is not UTF-8: {e}")))?;
-    Config::from_yaml_str(text)
+fn parse_config(path: &Path, bytes: &[u8]) -> Result<Config, ConfigError> {
+    std::str::from_utf8(bytes)
+        .map_err(|e| ConfigError::syntax(format!("the file is not UTF-8: {e}")))
+        .and_then(Config::from_yaml_str)
+        .map_err(|e| e.in_file(path))
 }
 
 /// A running webhook.
