@@ -54,12 +54,23 @@ impl Harness {
     }
 
     async fn start_with_key(api: Arc<FakeApi>, budget: &str, temp: TempDir, key: String) -> Self {
+        Self::start_with_config(api, budget, temp, key, "").await
+    }
+
+    /// `extra` is appended to the config (namespace rules).
+    async fn start_with_config(
+        api: Arc<FakeApi>,
+        budget: &str,
+        temp: TempDir,
+        key: String,
+        extra: &str,
+    ) -> Self {
         let key_dir = KubeletDir::create(
             &temp.path().join("credentials/gcp"),
             &[("key.json", key.as_bytes())],
         );
         let config = format!(
-            "registries:\n- name: gcp\n  preset: gcp\n  secretName: {SECRET}\n  credentials:\n    gcpJsonKey: {{file: {}/key.json}}\nprovisioning: {{budget: {budget}}}\n",
+            "registries:\n- name: gcp\n  preset: gcp\n  secretName: {SECRET}\n  credentials:\n    gcpJsonKey: {{file: {}/key.json}}\nprovisioning: {{budget: {budget}}}\n{extra}",
             key_dir.path().display()
         );
         let metrics = Arc::new(Metrics::new());
@@ -83,6 +94,23 @@ impl Harness {
             key,
             _temp: temp,
         }
+    }
+
+    /// A Pod CREATE in `namespace` as it stands: a forged review can name any namespace.
+    async fn admit_as_is(&self, namespace: &str) -> serde_json::Value {
+        let mut conn = self.server.client.connect().await.expect("connect");
+        let reply = conn.review(pod_review(namespace, false)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()
+    }
+
+    /// Secret requests (any verb) in one namespace.
+    fn secret_requests_in(&self, namespace: &str) -> usize {
+        self.api
+            .requests()
+            .iter()
+            .filter(|r| r.is_secret() && r.namespace.as_deref() == Some(namespace))
+            .count()
     }
 
     /// A Pod CREATE in `namespace`, which exists first, as in a real cluster.
@@ -352,26 +380,18 @@ async fn api_faults_admit_with_a_warning_and_the_retry_converges() {
                 .times(6),
         },
         FaultScenario {
-            name: "409 on every create attempt",
-            namespace: "fault-409",
-            fault: Fault::status(409)
-                .on_verb("create")
-                .in_namespace("fault-409")
-                .times(12),
-        },
-        FaultScenario {
-            name: "403 forbidden",
-            namespace: "fault-403",
-            fault: Fault::status(403)
-                .on_verb("get")
-                .in_namespace("fault-403")
+            name: "503 on the read",
+            namespace: "fault-503",
+            fault: Fault::status(503)
+                .on_verb("list")
+                .in_namespace("fault-503")
                 .times(6),
         },
         FaultScenario {
             name: "API slower than the budget",
             namespace: "fault-slow",
             fault: Fault::delay(Duration::from_secs(2))
-                .on_verb("get")
+                .on_verb("list")
                 .in_namespace("fault-slow")
                 .times(1),
         },
@@ -409,7 +429,7 @@ async fn api_faults_admit_with_a_warning_and_the_retry_converges() {
     }
     let metrics = h.server.metrics().await;
     assert!(
-        metrics.contains("pullsecret_injector_provisioning_pending_total{registry=\"gcp\"} 4"),
+        metrics.contains("pullsecret_injector_provisioning_pending_total{registry=\"gcp\"} 3"),
         "{metrics}"
     );
     h.assert_no_rbac_violation();
@@ -700,5 +720,245 @@ async fn forged_namespaces_get_400_and_no_api_request() {
     // A real review still works afterwards.
     let response = h.admit("team-a", false).await;
     assert!(injects_reference(&response), "{response}");
+    h.assert_no_rbac_violation();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Which namespaces get a Secret
+// ---------------------------------------------------------------------------------------------
+
+fn not_provisioned(response: &serde_json::Value) -> bool {
+    warnings(response)
+        .iter()
+        .any(|w| w.contains("is not provisioned here"))
+}
+
+/// A review for a namespace that does not exist: the Pod gets the reference as the rules say, with
+/// a warning; no API request, no Secret, nothing remembered.
+#[tokio::test]
+async fn a_review_for_a_namespace_that_does_not_exist_writes_nothing_and_leaves_no_state() {
+    let h = Harness::start("300ms").await;
+    h.api.reset_log();
+    let response = h.admit_as_is("ghost").await;
+    assert!(injects_reference(&response), "{response}");
+    assert!(not_provisioned(&response), "{:?}", warnings(&response));
+    assert_eq!(h.point_calls(), 0, "{:#?}", h.api.requests());
+    assert!(h.api.all_secrets().is_empty());
+    assert_eq!(h.provisioner.remembered_states(), 0);
+    h.assert_no_rbac_violation();
+}
+
+/// With an opt-in selector, a namespace outside it gets nothing written; one inside it does. A
+/// namespace in the skip list is left alone entirely; a terminating one gets no write.
+#[tokio::test]
+async fn only_eligible_namespaces_get_a_secret() {
+    let api = Arc::new(FakeApi::start(&[SECRET]).await);
+    let h = Harness::start_with_config(
+        api,
+        "300ms",
+        tempfile::tempdir().expect("tempdir"),
+        support::service_account_key("k1"),
+        "skipNamespaces: [platform]\nnamespaceSelector:\n  matchLabels: {pullsecret-injector.io/inject: enabled}\n",
+    )
+    .await;
+    h.api
+        .put_namespace("opted-in", &[("pullsecret-injector.io/inject", "enabled")]);
+    h.api.put_namespace("not-opted-in", &[]);
+    h.api
+        .put_namespace("platform", &[("pullsecret-injector.io/inject", "enabled")]);
+    h.api
+        .put_namespace("leaving", &[("pullsecret-injector.io/inject", "enabled")]);
+    h.api.terminate_namespace("leaving");
+    h.api.reset_log();
+
+    let response = h.admit_as_is("opted-in").await;
+    assert!(injects_reference(&response));
+    assert!(h.secret("opted-in").is_some(), "{:?}", warnings(&response));
+
+    for namespace in ["not-opted-in", "leaving"] {
+        let response = h.admit_as_is(namespace).await;
+        assert!(
+            not_provisioned(&response),
+            "{namespace}: {:?}",
+            warnings(&response)
+        );
+        assert_eq!(h.secret_requests_in(namespace), 0, "{namespace}");
+        assert!(h.secret(namespace).is_none(), "{namespace}");
+    }
+    let response = h.admit_as_is("platform").await;
+    assert!(
+        !injects_reference(&response),
+        "a skipped namespace is left alone"
+    );
+    assert_eq!(h.secret_requests_in("platform"), 0);
+    assert_eq!(
+        h.provisioner.remembered_states(),
+        1,
+        "only opted-in is remembered"
+    );
+    h.assert_no_rbac_violation();
+}
+
+/// 20,000 distinct made-up namespaces, all at once: no API request at all, and the provisioner
+/// remembers nothing of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_made_up_namespaces_cause_no_api_call_and_no_state() {
+    use pullsecret_injector::provisioning::{EnsureOutcome, EnsureRequest, PullSecrets as _};
+    let h = Harness::start("2s").await;
+    // One real namespace served first: the baseline the made-up ones must not add to.
+    h.admit("team-a", false).await;
+    assert!(h.secret_appears("team-a").await);
+    let baseline = h.provisioner.remembered_states();
+    h.api.reset_log();
+    let config = pullsecret_injector::config::Config::from_yaml_str(&format!(
+        "registries:\n- name: gcp\n  preset: gcp\n  secretName: {SECRET}\n  credentials:\n    gcpJsonKey: {{file: /unused/key.json}}\n"
+    ))
+    .expect("config");
+    let registry = &config.registries[0];
+    let names: Vec<String> = (0..20_000).map(|i| format!("made-up-{i}")).collect();
+    let outcomes = futures::future::join_all(names.iter().map(|namespace| {
+        h.provisioner.ensure(EnsureRequest {
+            namespace,
+            registry,
+            dry_run: false,
+            budget: Duration::from_millis(200),
+        })
+    }))
+    .await;
+    let not_eligible = outcomes
+        .iter()
+        .filter(|o| matches!(o, EnsureOutcome::NotEligible { .. }))
+        .count();
+    assert_eq!(not_eligible, names.len(), "{:?}", outcomes.first());
+    assert_eq!(
+        h.point_calls(),
+        0,
+        "API requests: {}",
+        h.api.requests().len()
+    );
+    assert_eq!(h.api.writes(), 0);
+    assert_eq!(h.provisioner.remembered_states(), baseline);
+}
+
+/// A namespace that answers 403 ends its flight: no retry afterwards. The next Pod there starts a
+/// new one, which succeeds once the API allows it.
+#[tokio::test]
+async fn a_namespace_answering_403_ends_the_flight_and_the_next_pod_starts_another() {
+    let h = Harness::start("500ms").await;
+    h.api.inject(
+        Fault::status(403)
+            .on_resource(SECRETS)
+            .in_namespace("locked")
+            .times(1),
+    );
+    let response = h.admit("locked", false).await;
+    assert!(injects_reference(&response));
+    assert!(
+        warnings(&response).iter().any(|w| w.contains("403")),
+        "{:?}",
+        warnings(&response)
+    );
+    let after_first = h.secret_requests_in("locked");
+    assert_eq!(
+        after_first,
+        1,
+        "one request, refused: {:#?}",
+        h.api.requests()
+    );
+    // Longer than several retry delays of the test options (50 ms doubling to 400 ms).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        h.secret_requests_in("locked"),
+        after_first,
+        "retried after a 403"
+    );
+    assert!(h.secret("locked").is_none());
+    h.admit("locked", false).await;
+    assert!(h.secret_appears("locked").await, "the next Pod's flight");
+}
+
+/// A deleted namespace is forgotten.
+#[tokio::test]
+async fn a_deleted_namespace_is_forgotten() {
+    let h = Harness::start("2s").await;
+    for namespace in ["team-a", "team-b"] {
+        h.admit(namespace, false).await;
+        assert!(h.secret_appears(namespace).await);
+    }
+    assert_eq!(h.provisioner.remembered_states(), 2);
+    assert!(h.api.delete_namespace("team-b"));
+    let forgotten = support::eventually(CONVERGE, || async {
+        h.provisioner.remembered_states() == 1
+    })
+    .await;
+    assert!(forgotten, "{} states", h.provisioner.remembered_states());
+    assert!(h.provisioner.is_known_good("team-a", SECRET));
+}
+
+/// A Secret named like a managed one but of another type is never read (every read lists by name
+/// and type) and never written; the Pod references it and the user is warned.
+#[tokio::test]
+async fn a_secret_of_another_type_with_a_managed_name_is_never_read_or_written() {
+    use std::collections::BTreeMap;
+    let h = Harness::start("2s").await;
+    h.api.ensure_namespace("kube-public-ish");
+    let token = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(SECRET.to_owned()),
+            namespace: Some("kube-public-ish".to_owned()),
+            // Even with the managed-by label: the type decides.
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_owned(),
+                "pullsecret-injector".to_owned(),
+            )])),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/service-account-token".to_owned()),
+        data: Some(BTreeMap::from([(
+            "token".to_owned(),
+            k8s_openapi::ByteString(b"a-long-lived-token".to_vec()),
+        )])),
+        ..Default::default()
+    };
+    let before = h.api.put_secret(token);
+    h.api.reset_log();
+    let response = h.admit("kube-public-ish", false).await;
+    assert!(injects_reference(&response));
+    assert!(
+        warnings(&response)
+            .iter()
+            .any(|w| w.contains("is not managed by pullsecret-injector")),
+        "{:?}",
+        warnings(&response)
+    );
+    let requests: Vec<_> = h
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_secret() && r.namespace.as_deref() == Some("kube-public-ish"))
+        .collect();
+    for request in &requests {
+        match request.verb.as_str() {
+            "list" => assert!(
+                request
+                    .query
+                    .contains("type%3Dkubernetes.io%2Fdockerconfigjson")
+                    || request
+                        .query
+                        .contains("type=kubernetes.io/dockerconfigjson"),
+                "a list without the type: {}",
+                request.query
+            ),
+            "create" => assert_eq!(request.status, 409, "{request:?}"),
+            other => panic!("{other} on the foreign Secret: {request:?}"),
+        }
+    }
+    let after = h.secret("kube-public-ish").expect("still there");
+    assert_eq!(after.type_, before.type_);
+    assert_eq!(after.data, before.data);
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
     h.assert_no_rbac_violation();
 }

@@ -24,6 +24,8 @@ pub(crate) enum Standing {
     Eligible,
     /// Why the webhook must not write there.
     Ineligible(String),
+    /// Not seen, while the watch cannot reach the API server: it may exist.
+    Unknown(String),
 }
 
 /// Shared, read by every admission request that needs a Secret.
@@ -32,6 +34,9 @@ pub(crate) struct Namespaces {
     store: Store<PartialObjectMeta<Namespace>>,
     /// Set once the first list of namespaces is in.
     listed: Arc<AtomicBool>,
+    /// Whether the watch's last word was an event rather than an error: when it is not, a namespace
+    /// it has not seen may still exist.
+    healthy: Arc<AtomicBool>,
     /// Bumped on every namespace event: a request waiting for a namespace it has not seen yet
     /// looks again.
     changes: watch::Receiver<u64>,
@@ -60,6 +65,7 @@ impl Namespaces {
         let view = Self {
             store,
             listed: Arc::new(AtomicBool::new(false)),
+            healthy: Arc::new(AtomicBool::new(false)),
             changes,
         };
         let reader = view.clone();
@@ -70,6 +76,7 @@ impl Namespaces {
                     event = stream.next() => event,
                     () = shutdown.cancelled() => return,
                 };
+                let healthy = matches!(event, Some(Ok(_)));
                 match event {
                     None => return,
                     Some(Ok(watcher::Event::Delete(namespace))) => {
@@ -88,7 +95,9 @@ impl Namespaces {
                         tracing::warn!(error = %describe_watch_error(&error), "watch of namespaces failed; retrying with backoff");
                     }
                 }
-                notify.send_modify(|n| *n = n.wrapping_add(1));
+                if healthy != reader.healthy.swap(healthy, Ordering::AcqRel) || healthy {
+                    notify.send_modify(|n| *n = n.wrapping_add(1));
+                }
             }
         });
         view
@@ -103,20 +112,40 @@ impl Namespaces {
         self.store.get(&ObjectRef::new(name))
     }
 
-    /// The namespace's standing now, as far as the watch has seen.
-    pub(crate) fn standing_now(&self, name: &str, config: &Config) -> Option<Standing> {
+    /// The namespace's standing now, as far as the watch has seen; `None` when it has not seen it.
+    pub(crate) fn seen_standing(&self, name: &str, config: &Config) -> Option<Standing> {
         let namespace = self.lookup(name)?;
         Some(standing(name, &namespace, config))
     }
 
+    /// The namespace's standing now: as seen, or, when not seen, missing if the watch is healthy
+    /// and unknown if it is not.
+    pub(crate) fn standing_now(&self, name: &str, config: &Config) -> Standing {
+        self.seen_standing(name, config)
+            .unwrap_or_else(|| self.unseen(name))
+    }
+
+    fn unseen(&self, name: &str) -> Standing {
+        if self.healthy.load(Ordering::Acquire) {
+            Standing::Ineligible(format!(
+                "namespace {name} does not exist (not seen by the namespace watch)"
+            ))
+        } else {
+            Standing::Unknown(format!(
+                "namespace {name} not seen yet: the namespace watch cannot reach the API server"
+            ))
+        }
+    }
+
     /// The namespace's standing, waiting up to `wait` for a namespace the watch has not seen yet:
     /// a Pod can be created right after its namespace, before the watch delivers it. A namespace
-    /// that does not appear within `wait` is ineligible; no API request is made for it.
+    /// that does not appear within `wait` is missing, or unknown while the watch is failing; no
+    /// API request is made for it.
     pub(crate) async fn standing(&self, name: &str, config: &Config, wait: Duration) -> Standing {
         let mut changes = self.changes.clone();
         let appeared = tokio::time::timeout(wait, async {
             loop {
-                if let Some(standing) = self.standing_now(name, config) {
+                if let Some(standing) = self.seen_standing(name, config) {
                     return standing;
                 }
                 if changes.changed().await.is_err() {
@@ -125,11 +154,7 @@ impl Namespaces {
             }
         })
         .await;
-        appeared.unwrap_or_else(|_| {
-            Standing::Ineligible(format!(
-                "namespace {name} does not exist (not seen by the namespace watch)"
-            ))
-        })
+        appeared.unwrap_or_else(|_| self.unseen(name))
     }
 }
 

@@ -54,6 +54,9 @@ pub const REGISTRY_LABEL: &str = "pullsecret-injector.io/registry";
 pub const HASH_ANNOTATION: &str = "pullsecret-injector.io/content-hash";
 pub const SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
 pub const DATA_KEY: &str = ".dockerconfigjson";
+/// Flights (one per Secret and namespace being provisioned) at most: while the API server is out of
+/// reach, flights wait for it, and forged reviews must not pile them up.
+const MAX_FLIGHTS: usize = 4096;
 
 /// Times of the background machinery. Defaults suit a cluster; tests shorten them.
 #[derive(Debug, Clone)]
@@ -438,6 +441,12 @@ impl Inner {
         if let Some(receiver) = flights.get(&key) {
             return receiver.clone();
         }
+        if flights.len() >= MAX_FLIGHTS {
+            let (_, receiver) = watch::channel(FlightState::GaveUp(
+                "too many pull Secrets are being provisioned at once; the next Pod retries".into(),
+            ));
+            return receiver;
+        }
         let (sender, receiver) = watch::channel(FlightState::Trying(None));
         flights.insert(key.clone(), receiver.clone());
         drop(flights);
@@ -451,16 +460,24 @@ impl Inner {
         let mut delays = self.retry_delays();
         loop {
             let config = self.config.borrow().clone();
-            let standing = self.namespaces.standing_now(namespace, &config);
-            if standing != Some(Standing::Eligible) {
-                let reason = match standing {
-                    Some(Standing::Ineligible(reason)) => reason,
-                    _ => format!("namespace {namespace} does not exist"),
-                };
-                self.set_known(secret, namespace, None);
-                tracing::info!(namespace = %namespace, secret = %secret, %reason, "not provisioning");
-                state.send_replace(FlightState::GaveUp(reason));
-                break;
+            match self.namespaces.standing_now(namespace, &config) {
+                Standing::Eligible => {}
+                Standing::Ineligible(reason) => {
+                    self.set_known(secret, namespace, None);
+                    tracing::info!(namespace = %namespace, secret = %secret, %reason, "not provisioning");
+                    state.send_replace(FlightState::GaveUp(reason));
+                    break;
+                }
+                // The namespace watch cannot reach the API server: wait for it, as for the API.
+                Standing::Unknown(reason) => {
+                    let delay = delays.next().unwrap_or(self.options.retry_max);
+                    state.send_replace(FlightState::Trying(Some(reason)));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
             }
             let Some(registry) = config
                 .registries
