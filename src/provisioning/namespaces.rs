@@ -61,7 +61,7 @@ impl Namespaces {
         let (store, writer) = reflector::store();
         let (notify, changes) = watch::channel(0u64);
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(client);
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let stream = watcher::watcher(api, watcher::Config::default()).backoff(WatchBackoff::new());
         let view = Self {
             store,
             listed: Arc::new(AtomicBool::new(false)),
@@ -183,5 +183,43 @@ pub(crate) fn describe_watch_error(error: &watcher::Error) -> String {
             format!("{} {}: {}", status.code, status.reason, status.message)
         }
         watcher::Error::NoResourceVersion => "the API server sent no resourceVersion".to_owned(),
+    }
+}
+
+/// The namespace watch's backoff: exponential with jitter, as kube-runtime's default, but capped at
+/// 5 s instead of 30 s, since Pods in new namespaces wait for this watch; reset by the watch's
+/// first event after an error.
+struct WatchBackoff {
+    builder: backon::ExponentialBuilder,
+    delays: backon::ExponentialBackoff,
+}
+
+impl WatchBackoff {
+    fn new() -> Self {
+        use backon::BackoffBuilder as _;
+        let builder = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times();
+        Self {
+            builder,
+            delays: builder.build(),
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.delays.next()
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        use backon::BackoffBuilder as _;
+        self.delays = self.builder.build();
     }
 }
