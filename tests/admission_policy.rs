@@ -220,6 +220,8 @@ struct Request {
     operation: &'static str,
     namespace: String,
     secret: Value,
+    /// The Secret before an UPDATE; the same as `secret` when not given.
+    old_secret: Option<Value>,
 }
 
 impl Request {
@@ -245,7 +247,9 @@ impl Request {
         let mut object = self.secret.clone();
         object["metadata"]["namespace"] = json!(self.namespace);
         let old_object = if self.operation == "UPDATE" {
-            object.clone()
+            let mut old = self.old_secret.clone().unwrap_or_else(|| self.secret.clone());
+            old["metadata"]["namespace"] = json!(self.namespace);
+            old
         } else {
             Value::Null
         };
@@ -350,6 +354,7 @@ fn cases(e: &Expected) -> Vec<Case> {
         operation,
         namespace: namespace.to_string(),
         secret,
+        old_secret: None,
     };
     let mut cases = Vec::new();
     for name in &e.secret_names {
@@ -415,6 +420,16 @@ fn cases(e: &Expected) -> Vec<Case> {
         what: "the injector writes a pull Secret managed by someone else".into(),
         request: req(&sa, "UPDATE", APP_NAMESPACE, helm_owned),
         want: Want::Denied(vec![format!("{MANAGED_BY}=pullsecret-injector")]),
+    });
+    let mut unmanaged = pull_secret(&first);
+    unmanaged["metadata"]["labels"] = json!({"team": "platform"});
+    cases.push(Case {
+        what: format!("the injector takes over an unmanaged Secret {first} by patching the label in"),
+        request: Request {
+            old_secret: Some(unmanaged),
+            ..req(&sa, "UPDATE", APP_NAMESPACE, pull_secret(&first))
+        },
+        want: Want::Denied(vec!["may only update Secrets it already manages".into()]),
     });
     cases.push(Case {
         what: format!(
