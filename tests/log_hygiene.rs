@@ -526,7 +526,29 @@ provisioning: {{budget: 2s}}
         "{response}"
     );
 
-    // 6. A config reload to an invalid config with credentials pasted inline, in fields of the
+    // 6. Forged reviews: namespaces that would reach an API path (percent-encoded, with a slash and
+    // a query that would turn the Secret GET into a list) are refused with 400; a namespace that
+    // does not exist gets no request. Nothing the API could answer with reaches the logs.
+    for forged in [
+        "kube%2Dsystem",
+        "team-a/secrets?fieldSelector=metadata.name%3Dgcr-pull",
+        "team-a/secrets",
+    ] {
+        let mut conn = server.client.connect().await.expect("connect");
+        let reply = conn
+            .review(pod_review(&format!("uid-forged-{}", forged.len()), forged, &IMAGES))
+            .await;
+        assert_eq!(reply.status, 400, "{forged}: {}", reply.text());
+    }
+    let response = admit(&server, "made-up-namespace").await;
+    assert!(
+        response["response"]["warnings"]
+            .to_string()
+            .contains("is not provisioned here"),
+        "{response}"
+    );
+
+    // 7. A config reload to an invalid config with credentials pasted inline, in fields of the
     // wrong type: a password where basicAuth's mapping belongs, a key's JSON text where
     // gcpJsonKey's mapping belongs, and the same key as a flow mapping (its keys unknown there).
     // The reload is refused and logged at ERROR; the log must name the fields, not the values.

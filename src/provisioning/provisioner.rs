@@ -290,11 +290,12 @@ impl Inner {
     /// Whether the registry's Secret is known good in the namespace with the current credentials:
     /// one read of the shared state, no API call.
     fn is_known_ready(&self, registry: &Registry, namespace: &str) -> bool {
-        match (
-            self.content(&registry.name),
-            self.known_state(&registry.secret_name, namespace),
-        ) {
-            (Ok(content), Some(Known::Good(hash))) => hash == content.hash.short(),
+        let current = self.sources.read().ok().and_then(|sources| {
+            let content = sources.get(&registry.name)?.as_ref().ok()?;
+            Some(content.hash.short())
+        });
+        match (current, self.known_state(&registry.secret_name, namespace)) {
+            (Some(current), Some(Known::Good(hash))) => hash == current,
             _ => false,
         }
     }

@@ -177,13 +177,13 @@ impl App {
         let tls =
             crate::serving::tls::server_config(cert.clone(), options.client_ca_file.as_deref())?;
 
-        let state = AppState {
+        let state = Arc::new(AppState {
             config: live_config.shared(),
             pull_secrets: options.pull_secrets,
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             bodies: Arc::new(BodyBudget::new(options.bodies)),
-        };
+        });
         let bodies = state.bodies.clone();
         let listener =
             TcpListener::bind(options.listen)

@@ -68,7 +68,7 @@ impl Default for BodyLimits {
     }
 }
 
-#[derive(Clone)]
+/// What every route reads; shared behind one `Arc`, so a request clones one pointer.
 pub struct AppState {
     pub config: Arc<ArcSwap<Config>>,
     pub pull_secrets: Arc<dyn PullSecrets>,
@@ -102,7 +102,7 @@ impl BodyBudget {
 }
 
 /// Every route: the webhook port serves them all.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .merge(probe_routes())
@@ -110,18 +110,18 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Health, readiness and metrics alone: what the optional plain-HTTP port serves.
-pub fn probe_router(state: AppState) -> Router {
+pub fn probe_router(state: Arc<AppState>) -> Router {
     probe_routes().with_state(state)
 }
 
-fn probe_routes() -> Router<AppState> {
+fn probe_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.readiness.is_ready() && state.pull_secrets.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -129,7 +129,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -174,10 +174,10 @@ pub struct ReviewBody {
     _budget: OwnedSemaphorePermit,
 }
 
-impl FromRequest<AppState> for ReviewBody {
+impl FromRequest<Arc<AppState>> for ReviewBody {
     type Rejection = Rejection;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Rejection> {
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Rejection> {
         if !is_json(request.headers()) {
             let got = request
                 .headers()
@@ -255,7 +255,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 async fn mutate(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     uri: axum::http::Uri,
     body: Result<ReviewBody, Rejection>,
 ) -> Response {
@@ -274,7 +274,7 @@ async fn mutate(
     };
     let started = Instant::now();
     let timeout = admission::timeout_from_query(uri.query());
-    let config = state.config.load_full();
+    let config = state.config.load();
     let answer =
         match admission::review(&body.bytes, &config, state.pull_secrets.as_ref(), timeout).await {
             Ok(answer) => answer,
@@ -321,18 +321,18 @@ mod tests {
     use super::*;
     use crate::provisioning::ReferenceOnly;
 
-    fn state(limits: BodyLimits) -> AppState {
+    fn state(limits: BodyLimits) -> Arc<AppState> {
         let config = Config::from_yaml_str(
             "registries:\n- {name: gcp, preset: gcp, secretName: gcr-pull}\n",
         )
         .expect("config");
-        AppState {
+        Arc::new(AppState {
             config: Arc::new(ArcSwap::from_pointee(config)),
             pull_secrets: Arc::new(ReferenceOnly),
             metrics: Arc::new(Metrics::new()),
             readiness: Arc::new(Readiness::default()),
             bodies: Arc::new(BodyBudget::new(limits)),
-        }
+        })
     }
 
     fn review() -> Vec<u8> {
@@ -355,7 +355,7 @@ mod tests {
     }
 
     async fn call(
-        state: &AppState,
+        state: &Arc<AppState>,
         method: &str,
         path: &str,
         content_type: Option<&str>,
