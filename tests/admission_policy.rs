@@ -247,7 +247,10 @@ impl Request {
         let mut object = self.secret.clone();
         object["metadata"]["namespace"] = json!(self.namespace);
         let old_object = if self.operation == "UPDATE" {
-            let mut old = self.old_secret.clone().unwrap_or_else(|| self.secret.clone());
+            let mut old = self
+                .old_secret
+                .clone()
+                .unwrap_or_else(|| self.secret.clone());
             old["metadata"]["namespace"] = json!(self.namespace);
             old
         } else {
@@ -424,7 +427,9 @@ fn cases(e: &Expected) -> Vec<Case> {
     let mut unmanaged = pull_secret(&first);
     unmanaged["metadata"]["labels"] = json!({"team": "platform"});
     cases.push(Case {
-        what: format!("the injector takes over an unmanaged Secret {first} by patching the label in"),
+        what: format!(
+            "the injector takes over an unmanaged Secret {first} by patching the label in"
+        ),
         request: Request {
             old_secret: Some(unmanaged),
             ..req(&sa, "UPDATE", APP_NAMESPACE, pull_secret(&first))

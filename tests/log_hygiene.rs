@@ -536,7 +536,11 @@ provisioning: {{budget: 2s}}
     ] {
         let mut conn = server.client.connect().await.expect("connect");
         let reply = conn
-            .review(pod_review(&format!("uid-forged-{}", forged.len()), forged, &IMAGES))
+            .review(pod_review(
+                &format!("uid-forged-{}", forged.len()),
+                forged,
+                &IMAGES,
+            ))
             .await;
         assert_eq!(reply.status, 400, "{forged}: {}", reply.text());
     }
