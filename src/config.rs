@@ -117,6 +117,45 @@ pub struct BasicAuthSource {
     pub password_file: PathBuf,
 }
 
+impl fmt::Display for CredentialSource {
+    /// In the config's own words, for `check-config`: the source and the files it reads.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::GcpJsonKey(source) => {
+                let mode = match source.mode {
+                    GcpKeyMode::JsonKey => "jsonKey",
+                    GcpKeyMode::AccessToken => "accessToken",
+                };
+                write!(f, "gcpJsonKey from {} (mode {mode})", source.file.display())
+            }
+            Self::GcpWorkloadIdentity(source) => write!(
+                f,
+                "gcpWorkloadIdentity (service account {})",
+                source.service_account.as_deref().unwrap_or("default")
+            ),
+            Self::BasicAuth(source) => write!(
+                f,
+                "basicAuth from {} and {}",
+                source.username_file.display(),
+                source.password_file.display()
+            ),
+            Self::DockerConfigJson(source) => {
+                write!(f, "dockerConfigJson from {}", source.file.display())
+            }
+        }
+    }
+}
+
+impl FailureMode {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
 impl CredentialSource {
     /// Every file this source reads; watched for changes.
     pub fn files(&self) -> Vec<&Path> {

@@ -156,6 +156,16 @@ async fn mutate(args: MutateArgs) -> Result<(), String> {
         std::fs::read_to_string(&args.file)
             .map_err(|e| format!("cannot read {}: {e}", args.file))?
     };
+    if text.trim().is_empty() {
+        return Err(format!(
+            "{} is empty: expected a Pod, as YAML or JSON",
+            if args.file == "-" {
+                "standard input"
+            } else {
+                &args.file
+            }
+        ));
+    }
     let input_is_json = text.trim_start().starts_with('{');
     let pod = preview::parse_pod(&text).map_err(|e| e.to_string())?;
     let result = preview::preview(&config, pod, args.namespace.as_deref())
@@ -163,6 +173,11 @@ async fn mutate(args: MutateArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     for warning in &result.warnings {
         eprintln!("Warning: {warning}");
+    }
+    // An empty patch is an answer too: say why, as the webhook's metrics and logs would.
+    if result.patch.0.is_empty() {
+        let reason = result.reason.as_deref().unwrap_or("nothing to add");
+        eprintln!("No patch: {reason}");
     }
     let output = match args.output {
         MutateOutput::Patch => {
@@ -195,11 +210,11 @@ fn check_config(args: CheckConfigArgs) -> Result<(), String> {
     for registry in &config.registries {
         let hosts: Vec<&str> = registry.hosts.iter().map(|h| h.as_str()).collect();
         let source = match &registry.credentials {
-            None => "none (reference only)".to_owned(),
-            Some(source) => format!("{source:?}"),
+            None => "none (the reference only)".to_owned(),
+            Some(source) => source.to_string(),
         };
         println!(
-            "  registry {:?}: Secret {:?} for {}; credentials: {source}",
+            "  registry {}: Secret {} for {}; credentials: {source}",
             registry.name,
             registry.secret_name,
             hosts.join(", ")
@@ -209,12 +224,20 @@ fn check_config(args: CheckConfigArgs) -> Result<(), String> {
         "  skipped namespaces: {}",
         config.skip_namespaces.join(", ")
     );
+    match &config.namespace_selector {
+        Some(selector) => println!("  only namespaces labelled: {selector}"),
+        None => println!("  namespaces: every one not skipped"),
+    }
+    let key = |key: &Option<String>| key.clone().unwrap_or_else(|| "none".to_owned());
     println!(
-        "  opt-out: label {:?}, annotation {:?}; failure mode {:?}; provisioning budget {:?}",
-        config.opt_out.label,
-        config.opt_out.annotation,
-        config.failure_mode,
-        config.provisioning.budget
+        "  opt-out label: {}; opt-out annotation: {}",
+        key(&config.opt_out.label),
+        key(&config.opt_out.annotation)
+    );
+    println!(
+        "  failure mode: {}; provisioning budget: {} ms",
+        config.failure_mode.as_str(),
+        config.provisioning.budget.as_millis()
     );
     Ok(())
 }

@@ -142,7 +142,9 @@ fn check_config_accepts_the_example_and_names_bad_fields() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("registry \"gcp\": Secret \"gcr-pull\" for gcr.io, *.gcr.io, *-docker.pkg.dev, docker.*.rep.pkg.dev"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(
+        "registry gcp: Secret gcr-pull for gcr.io, *.gcr.io, *-docker.pkg.dev, docker.*.rep.pkg.dev"
+    ));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("bad.yaml");
@@ -501,4 +503,137 @@ fn check_config_names_wrong_typed_credential_fields_never_their_values() {
     ] {
         assert!(!output.contains(secret), "{secret} in:\n{output}");
     }
+}
+
+/// When the preview prints no patch, it says why on standard error.
+#[test]
+fn mutate_says_why_there_is_no_patch() {
+    let cases = [
+        (
+            "no image matches",
+            r#"{"kind":"Pod","spec":{"containers":[{"name":"a","image":"nginx"}]}}"#,
+            "team-a",
+            "No patch: no image matches a configured registry",
+        ),
+        (
+            "skipped namespace",
+            r#"{"kind":"Pod","spec":{"containers":[{"name":"a","image":"gcr.io/p/a"}]}}"#,
+            "kube-system",
+            "No patch: namespace kube-system is skipped by the config",
+        ),
+        (
+            "opted out",
+            r#"{"kind":"Pod","metadata":{"labels":{"pullsecret-injector.io/skip":"true"}},"spec":{"containers":[{"name":"a","image":"gcr.io/p/a"}]}}"#,
+            "team-a",
+            "No patch: the Pod opted out with label pullsecret-injector.io/skip=true",
+        ),
+        (
+            "already referenced",
+            r#"{"kind":"Pod","spec":{"imagePullSecrets":[{"name":"gcr-pull"}],"containers":[{"name":"a","image":"gcr.io/p/a"}]}}"#,
+            "team-a",
+            "No patch: the Pod already lists the pull Secret(s) it needs: gcr-pull",
+        ),
+    ];
+    for (name, pod, namespace, expected) in cases {
+        let mut child = Command::new(BIN)
+            .args([
+                "mutate",
+                "--config",
+                &repo("examples/config.yaml"),
+                "-f",
+                "-",
+                "-n",
+                namespace,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(pod.as_bytes())
+            .expect("write");
+        let output = child.wait_with_output().expect("wait");
+        assert!(output.status.success(), "{name}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "[]",
+            "{name}"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn mutate_names_an_empty_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("pod.yaml");
+    std::fs::write(&empty, "\n  \n").expect("write");
+    let output = Command::new(BIN)
+        .args(["mutate", "--config", &repo("examples/config.yaml"), "-f"])
+        .arg(&empty)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{} is empty", empty.display())),
+        "{stderr}"
+    );
+}
+
+/// check-config speaks the config's words, not Rust's.
+#[test]
+fn check_config_prints_plain_words() {
+    let output = Command::new(BIN)
+        .args(["check-config", "--config", &repo("examples/config.yaml")])
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for rust in ["Some(", "None", "Allow", "Deny", "Source", "{", "\""] {
+        assert!(!stdout.contains(rust), "{rust:?} in {stdout}");
+    }
+    for words in [
+        "registry gcp: Secret gcr-pull for gcr.io",
+        "opt-out label: pullsecret-injector.io/skip",
+        "failure mode: allow",
+    ] {
+        assert!(stdout.contains(words), "{words:?} not in {stdout}");
+    }
+}
+
+/// `--listen` takes a host name as well as an address.
+#[test]
+fn serve_listens_on_a_host_name() {
+    use clap::Parser as _;
+    use pullsecret_injector::cli::{Cli, Command as Sub};
+    let parse = |listen: &str| {
+        Cli::try_parse_from([
+            "pullsecret-injector",
+            "serve",
+            "--config",
+            "c.yaml",
+            "--tls-dir",
+            "tls",
+            "--listen",
+            listen,
+        ])
+    };
+    match parse("localhost:8443")
+        .expect("a host name is accepted")
+        .command
+    {
+        Sub::Serve(args) => {
+            assert!(args.listen.ip().is_loopback(), "{}", args.listen);
+            assert_eq!(args.listen.port(), 8443);
+        }
+        _ => panic!("not serve"),
+    }
+    assert!(parse("127.0.0.1:9443").is_ok());
+    assert!(parse("localhost").is_err(), "a port is required");
 }

@@ -37,6 +37,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct K3sRegistriesArgs {
+    /// Config file (YAML), as `serve` reads it.
     #[arg(long, env = "PULLSECRET_INJECTOR_CONFIG")]
     pub config: PathBuf,
     /// A concrete registry host for a wildcard pattern (k3s matches exact hosts), e.g.
@@ -66,10 +67,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PULLSECRET_INJECTOR_TLS_DIR")]
     pub tls_dir: PathBuf,
     /// HTTPS address for /mutate, /healthz, /readyz and /metrics.
+    /// A host name is resolved once, at start: `localhost:8443` listens on its first address.
     #[arg(
         long,
         env = "PULLSECRET_INJECTOR_LISTEN",
-        default_value = "0.0.0.0:8443"
+        default_value = "0.0.0.0:8443",
+        value_parser = parse_listen
     )]
     pub listen: SocketAddr,
     /// Require every client of the HTTPS port to present a certificate that chains to the CA
@@ -80,6 +83,7 @@ pub struct ServeArgs {
     /// Optional plain-HTTP address serving only /metrics, /healthz and /readyz.
     #[arg(long, env = "PULLSECRET_INJECTOR_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Log lines as text, or as one JSON object each.
     #[arg(long, env = "PULLSECRET_INJECTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// How long in-flight requests may take to finish after SIGTERM.
@@ -126,6 +130,7 @@ pub enum MutateOutput {
 
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {
+    /// Config file (YAML) to check, with the credential files it names.
     #[arg(long, env = "PULLSECRET_INJECTOR_CONFIG")]
     pub config: PathBuf,
 }
@@ -144,6 +149,15 @@ pub struct DevCertsArgs {
     /// Extra DNS names or IP addresses for the certificate.
     #[arg(long = "name")]
     pub extra_names: Vec<String>,
+}
+
+/// `HOST:PORT`, the host an address or a name.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
