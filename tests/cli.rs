@@ -311,6 +311,22 @@ fn k3s_registries_renders_a_registries_yaml_whose_passwords_round_trip() {
         parsed["mirrors"]["docker.io"]["endpoint"][0],
         "https://mirror.lab"
     );
+    // The header tells what --host covered and what is left.
+    assert!(
+        !text.contains("# Not included: *-docker.pkg.dev"),
+        "--host covered it: {text}"
+    );
+    assert!(
+        text.contains(
+            "# Wildcard *-docker.pkg.dev (gcp) as europe-west1-docker.pkg.dev (from --host)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("# Not included: docker.*.rep.pkg.dev (gcp)"),
+        "{text}"
+    );
+    assert!(!stderr.contains("*-docker.pkg.dev (gcp)"), "{stderr}");
     // The key sits on one line: the file has as many lines as its structure needs.
     assert!(
         text.lines().all(|line| !line.starts_with("  \"type\"")),

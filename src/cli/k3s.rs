@@ -51,8 +51,10 @@ pub struct Auth {
 pub struct Registries {
     pub configs: BTreeMap<String, Auth>,
     pub mirrors: BTreeMap<String, Vec<String>>,
-    /// Patterns that could not become hosts, for a comment in the output.
+    /// Wildcard patterns no `--host` covered, for a comment in the output.
     pub skipped: Vec<String>,
+    /// Wildcard patterns written only for the `--host` hosts that match them.
+    pub covered: Vec<String>,
 }
 
 /// Builds the file's content from the config, reading each entry's credential source.
@@ -82,18 +84,28 @@ pub fn build(
             source,
         })?;
         let mut hosts = Vec::new();
-        for pattern in &registry.hosts {
-            match concrete_hosts(pattern) {
-                Some(list) => hosts.extend(list),
-                None => out
-                    .skipped
-                    .push(format!("{} ({})", pattern.as_str(), registry.name)),
-            }
-        }
         for (i, host) in extra_hosts.iter().enumerate() {
             if matches_registry(registry, host)? {
                 hosts.push(host.clone());
                 claimed[i] = true;
+            }
+        }
+        for pattern in &registry.hosts {
+            match concrete_hosts(pattern) {
+                Some(list) => hosts.extend(list),
+                None => {
+                    let given: Vec<&str> = extra_hosts
+                        .iter()
+                        .filter(|host| matches_pattern(pattern, host))
+                        .map(String::as_str)
+                        .collect();
+                    let what = format!("{} ({})", pattern.as_str(), registry.name);
+                    if given.is_empty() {
+                        out.skipped.push(what);
+                    } else {
+                        out.covered.push(format!("{what} as {}", given.join(", ")));
+                    }
+                }
             }
         }
         for host in hosts {
@@ -117,6 +129,12 @@ fn concrete_hosts(pattern: &HostPattern) -> Option<Vec<String>> {
         return None;
     }
     Some(vec![host.to_owned()])
+}
+
+/// Whether a `--host` (already checked by [`matches_registry`]) falls under `pattern`.
+fn matches_pattern(pattern: &HostPattern, host: &str) -> bool {
+    let image = format!("{host}/probe");
+    ImageReference::parse(&image).is_ok_and(|reference| pattern.matches(&reference))
 }
 
 fn matches_registry(registry: &Registry, host: &str) -> Result<bool, K3sError> {
@@ -190,6 +208,12 @@ pub fn render(registries: &Registries, source: &str) -> String {
             "# Not included: {skipped}: k3s needs exact hosts; add them with --host."
         );
     }
+    for covered in &registries.covered {
+        let _ = writeln!(
+            out,
+            "# Wildcard {covered} (from --host); add other hosts with --host."
+        );
+    }
     if !registries.mirrors.is_empty() {
         out.push_str("mirrors:\n");
         for (registry, endpoints) in &registries.mirrors {
@@ -236,6 +260,7 @@ mod tests {
                 vec!["https://mirror.example.com".to_owned()],
             )]),
             skipped: vec!["*-docker.pkg.dev (gcp)".into()],
+            covered: Vec::new(),
         };
         let text = render(&registries, "config.yaml");
         let password_lines: Vec<&str> = text
