@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::admission::HostPattern;
 use crate::duration::{format_duration, parse_go_duration};
+use crate::names::{is_dns1123_label, is_dns1123_subdomain};
 
 mod shape;
 
@@ -652,7 +653,7 @@ fn validate(raw: Node<RawConfig>, unknown: &[Vec<Segment>]) -> Result<Config, Co
     for (entry, raw) in raw_registries {
         let at = |field: &str| format!("{entry}.{field}");
         let name = match report.required(&at("name"), raw.name) {
-            Some(name) if !is_dns_label(&name) => {
+            Some(name) if !is_dns1123_label(&name) => {
                 report.error(
                     at("name"),
                     format!(
@@ -673,7 +674,7 @@ fn validate(raw: Node<RawConfig>, unknown: &[Vec<Segment>]) -> Result<Config, Co
             None => String::new(),
         };
         let secret_name = match report.required(&at("secretName"), raw.secret_name) {
-            Some(secret) if !is_dns_subdomain(&secret) => {
+            Some(secret) if !is_dns1123_subdomain(&secret) => {
                 report.error(
                     at("secretName"),
                     format!(
@@ -748,7 +749,7 @@ fn validate(raw: Node<RawConfig>, unknown: &[Vec<Segment>]) -> Result<Config, Co
 
     let mut skip_namespaces: Vec<String> = Vec::new();
     for (field, ns) in report.list("skipNamespaces", raw.skip_namespaces) {
-        if !is_dns_label(&ns) {
+        if !is_dns1123_label(&ns) {
             report.error(field, format!("{ns:?} is not a valid namespace name"));
         }
         skip_namespaces.push(ns);
@@ -1143,19 +1144,6 @@ fn looks_like_field_name(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
 fn is_qualified_name(key: &str) -> bool {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
@@ -1174,7 +1162,7 @@ fn is_qualified_name(key: &str) -> bool {
             .as_bytes()
             .last()
             .is_some_and(u8::is_ascii_alphanumeric);
-    name_ok && prefix.is_none_or(is_dns_subdomain)
+    name_ok && prefix.is_none_or(is_dns1123_subdomain)
 }
 
 #[cfg(test)]

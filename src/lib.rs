@@ -12,5 +12,6 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub(crate) mod duration;
+pub(crate) mod names;
 pub mod provisioning;
 pub mod serving;

@@ -14,6 +14,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::AdmissionError;
+use crate::names::{is_dns1123_label, is_dns1123_subdomain};
 
 pub(crate) const API_VERSION: &str = "admission.k8s.io/v1";
 pub(crate) const KIND: &str = "AdmissionReview";
@@ -303,33 +304,6 @@ fn check_pod_names(pod: &PodView<'_>) -> Result<(), AdmissionError> {
     Ok(())
 }
 
-/// At most 63 of `[a-z0-9-]`, starting and ending alphanumeric.
-pub(crate) fn is_dns1123_label(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    bytes.len() <= 63
-        && edge(bytes.first())
-        && edge(bytes.last())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-}
-
-/// A Pod name: at most 253 characters of DNS-1123 labels joined by dots.
-pub(crate) fn is_dns1123_subdomain(text: &str) -> bool {
-    text.len() <= 253
-        && text.split('.').all(|label| {
-            let bytes = label.as_bytes();
-            let edge =
-                |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-            edge(bytes.first())
-                && edge(bytes.last())
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        })
-}
-
 /// A `generateName` prefix: the API server masks one trailing '-' and checks the rest as a name.
 fn is_generate_name(prefix: &str) -> bool {
     match prefix.strip_suffix('-') {
@@ -352,47 +326,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn namespaces_follow_the_dns1123_label_rule() {
-        let cases: &[(&str, bool)] = &[
-            ("team-a", true),
-            ("a", true),
-            ("0", true),
-            (&"a".repeat(63), true),
-            (&"a".repeat(64), false),
-            ("kube%2Dsystem", false),
-            ("team-a/secrets?fieldSelector=x", false),
-            ("a/b", false),
-            ("a?b", false),
-            ("Team-A", false),
-            ("-a", false),
-            ("a-", false),
-            ("a.b", false),
-            ("a_b", false),
-            ("", false),
-            ("ünicode", false),
-        ];
-        for (namespace, valid) in cases {
-            assert_eq!(is_dns1123_label(namespace), *valid, "{namespace:?}");
-        }
-    }
-
-    #[test]
-    fn pod_names_follow_the_dns1123_subdomain_rule() {
-        let cases: &[(&str, bool)] = &[
-            ("web-0", true),
-            ("web.example", true),
-            // No per-label limit in the API server's subdomain rule, only the total.
-            (&"a".repeat(253), true),
-            (&"a".repeat(254), false),
-            (&format!("{}.{}", "a".repeat(63), "b".repeat(63)), true),
-            ("web..0", false),
-            ("Web", false),
-            ("web/0", false),
-            (".web", false),
-        ];
-        for (name, valid) in cases {
-            assert_eq!(is_dns1123_subdomain(name), *valid, "{name:?}");
-        }
+    fn generate_name_prefixes_follow_the_api_servers_masking() {
         assert!(is_generate_name("web-7d9f8-"));
         assert!(is_generate_name("web"));
         assert!(!is_generate_name("web--/"));
