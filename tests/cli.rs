@@ -12,6 +12,31 @@ fn repo(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `mutate` with the example config, the Pod on standard input, and `extra` arguments.
+fn mutate_stdin(extra: &[&str], pod: &str) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args([
+            "mutate",
+            "--config",
+            &repo("examples/config.yaml"),
+            "-f",
+            "-",
+        ])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(pod.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
 #[test]
 fn mutate_prints_the_patch_for_the_example_pod() {
     let output = Command::new(BIN)
@@ -45,30 +70,7 @@ fn mutate_prints_the_patch_for_the_example_pod() {
 #[test]
 fn mutate_reads_json_from_stdin_and_prints_the_pod() {
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"imagePullSecrets":[{"name":"mine"}],"containers":[{"name":"a","image":"us-docker.pkg.dev/p/r/a:1"}]}}"#;
-    let mut child = Command::new(BIN)
-        .args([
-            "mutate",
-            "--config",
-            &repo("examples/config.yaml"),
-            "-f",
-            "-",
-            "-o",
-            "pod",
-            "-n",
-            "team-b",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(pod.as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("wait");
+    let output = mutate_stdin(&["-o", "pod", "-n", "team-b"], pod);
     assert!(
         output.status.success(),
         "{}",
@@ -551,28 +553,7 @@ fn mutate_says_why_there_is_no_patch() {
         ),
     ];
     for (name, pod, namespace, expected) in cases {
-        let mut child = Command::new(BIN)
-            .args([
-                "mutate",
-                "--config",
-                &repo("examples/config.yaml"),
-                "-f",
-                "-",
-                "-n",
-                namespace,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(pod.as_bytes())
-            .expect("write");
-        let output = child.wait_with_output().expect("wait");
+        let output = mutate_stdin(&["-n", namespace], pod);
         assert!(output.status.success(), "{name}");
         assert_eq!(
             String::from_utf8_lossy(&output.stdout).trim(),

@@ -801,21 +801,29 @@ impl State {
         secret.metadata.resource_version = Some(rv.to_string());
         let key = key_of(&secret);
         let old = self.objects.insert(key, secret.clone());
+        self.emit_stored(
+            events,
+            rv,
+            old.map(Object::Secret),
+            Object::Secret(secret.clone()),
+        );
+        secret
+    }
+
+    /// The event of an insert (ADDED) or a replacement (MODIFIED).
+    fn emit_stored(
+        &mut self,
+        events: &broadcast::Sender<Arc<Change>>,
+        rv: u64,
+        old: Option<Object>,
+        new: Object,
+    ) {
         let kind = if old.is_some() {
             ChangeKind::Modified
         } else {
             ChangeKind::Added
         };
-        self.emit(
-            events,
-            Change {
-                rv,
-                kind,
-                old: old.map(Object::Secret),
-                new: Object::Secret(secret.clone()),
-            },
-        );
-        secret
+        self.emit(events, Change { rv, kind, old, new });
     }
 
     /// `store` for a Namespace.
@@ -828,19 +836,11 @@ impl State {
         namespace.metadata.resource_version = Some(rv.to_string());
         let name = namespace.metadata.name.clone().unwrap_or_default();
         let old = self.namespaces.insert(name, namespace.clone());
-        let kind = if old.is_some() {
-            ChangeKind::Modified
-        } else {
-            ChangeKind::Added
-        };
-        self.emit(
+        self.emit_stored(
             events,
-            Change {
-                rv,
-                kind,
-                old: old.map(Object::Namespace),
-                new: Object::Namespace(namespace.clone()),
-            },
+            rv,
+            old.map(Object::Namespace),
+            Object::Namespace(namespace.clone()),
         );
         namespace
     }
