@@ -68,6 +68,9 @@ pub enum CredentialSource {
     /// Keyless, on GKE with Workload Identity (or GCE): access tokens from the metadata server for the
     /// injector's own service account.
     GcpWorkloadIdentity(WorkloadIdentitySource),
+    /// Keyless on any cluster, with Workload Identity Federation: the injector's projected
+    /// ServiceAccount token is exchanged at Google's STS, optionally for a service account's token.
+    GcpWorkloadIdentityFederation(FederationSource),
     /// A username and a password, each in its own file (self-hosted registries, Harbor, ...).
     BasicAuth(BasicAuthSource),
     /// An existing `.dockerconfigjson`, replicated as is.
@@ -111,6 +114,57 @@ pub struct WorkloadIdentitySource {
     pub metadata_url: Option<String>,
 }
 
+/// Where a federation's settings come from. Neither holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FederationSource {
+    /// The `external_account` file `gcloud iam workload-identity-pools create-cred-config` writes.
+    CredentialConfigFile(PathBuf),
+    /// The same settings as the entry's own fields.
+    Inline(InlineFederation),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InlineFederation {
+    /// The workload identity pool provider:
+    /// `//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`.
+    pub audience: String,
+    /// The projected ServiceAccount token, read on every exchange.
+    pub subject_token_file: PathBuf,
+    /// The Google service account to impersonate; without it the federated token is used as is.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Lifetime of the impersonated token; default 1h.
+    #[serde(default)]
+    pub token_lifetime: Option<Duration>,
+    /// STS endpoint; default `https://sts.googleapis.com/v1/token`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// IAM Credentials API base URL; default `https://iamcredentials.googleapis.com`.
+    #[serde(default)]
+    pub iam_credentials_url: Option<String>,
+}
+
+impl InlineFederation {
+    /// The token flow these fields describe.
+    pub fn external_account(
+        &self,
+    ) -> Result<
+        crate::provisioning::gcp_auth::ExternalAccount,
+        crate::provisioning::gcp_auth::TokenError,
+    > {
+        crate::provisioning::gcp_auth::ExternalAccount::from_fields(
+            &self.audience,
+            &self.subject_token_file,
+            self.service_account.as_deref(),
+            self.token_lifetime,
+            self.token_url.as_deref(),
+            self.iam_credentials_url.as_deref(),
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BasicAuthSource {
@@ -134,6 +188,25 @@ impl fmt::Display for CredentialSource {
                 "gcpWorkloadIdentity (service account {})",
                 source.service_account.as_deref().unwrap_or("default")
             ),
+            Self::GcpWorkloadIdentityFederation(FederationSource::CredentialConfigFile(file)) => {
+                write!(f, "gcpWorkloadIdentityFederation from {}", file.display())
+            }
+            Self::GcpWorkloadIdentityFederation(FederationSource::Inline(fields)) => {
+                write!(
+                    f,
+                    "gcpWorkloadIdentityFederation (audience {}, ",
+                    fields.audience
+                )?;
+                match &fields.service_account {
+                    Some(account) => write!(f, "impersonating {account}, ")?,
+                    None => f.write_str("no impersonation, ")?,
+                }
+                write!(
+                    f,
+                    "subject token from {})",
+                    fields.subject_token_file.display()
+                )
+            }
             Self::BasicAuth(source) => write!(
                 f,
                 "basicAuth from {} and {}",
@@ -163,7 +236,12 @@ impl CredentialSource {
         match self {
             Self::GcpJsonKey(source) => vec![source.file.as_path()],
             Self::DockerConfigJson(source) => vec![source.file.as_path()],
-            Self::GcpWorkloadIdentity(_) => Vec::new(),
+            Self::GcpWorkloadIdentityFederation(FederationSource::CredentialConfigFile(file)) => {
+                vec![file.as_path()]
+            }
+            // The subject token is read on every exchange: no need to watch it.
+            Self::GcpWorkloadIdentity(_)
+            | Self::GcpWorkloadIdentityFederation(FederationSource::Inline(_)) => Vec::new(),
             Self::BasicAuth(source) => vec![
                 source.username_file.as_path(),
                 source.password_file.as_path(),
@@ -342,6 +420,7 @@ struct RawRegistry {
 struct RawCredentials {
     gcp_json_key: Node<RawGcpKey>,
     gcp_workload_identity: Node<RawWorkloadIdentity>,
+    gcp_workload_identity_federation: Node<RawFederation>,
     basic_auth: Node<RawBasicAuth>,
     docker_config_json: Node<RawFile>,
 }
@@ -358,6 +437,18 @@ struct RawGcpKey {
 struct RawWorkloadIdentity {
     service_account: Node<String>,
     metadata_url: Node<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RawFederation {
+    credential_config_file: Node<String>,
+    audience: Node<String>,
+    subject_token_file: Node<String>,
+    service_account: Node<String>,
+    token_lifetime: Node<String>,
+    token_url: Node<String>,
+    iam_credentials_url: Node<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -418,6 +509,9 @@ shape::mapping_shape!(
     // `gcpWorkloadIdentity:` with nothing after it means the defaults, like `{}`.
     RawWorkloadIdentity {
         null_is_empty: true
+    },
+    RawFederation {
+        null_is_empty: false
     },
     RawBasicAuth {
         null_is_empty: false
@@ -857,6 +951,10 @@ fn credential_source(
             "gcpWorkloadIdentity",
             !matches!(raw.gcp_workload_identity, Node::Absent),
         ),
+        (
+            "gcpWorkloadIdentityFederation",
+            !matches!(raw.gcp_workload_identity_federation, Node::Absent),
+        ),
         ("basicAuth", !matches!(raw.basic_auth, Node::Absent)),
         (
             "dockerConfigJson",
@@ -893,18 +991,7 @@ fn credential_source(
         }
         return None;
     }
-    let file = |report: &mut Report, field: String, node: Node<String>| -> Option<PathBuf> {
-        let path = PathBuf::from(report.required(&field, node)?);
-        if path.is_absolute() {
-            Some(path)
-        } else {
-            report.error(
-                field,
-                "must be an absolute path (the value is not shown: nothing under `credentials` is)",
-            );
-            None
-        }
-    };
+    let file = credential_file;
     let errors_before = report.errors.len();
     let source = if let Some(key) = report.optional(&format!("{at}.gcpJsonKey"), raw.gcp_json_key) {
         let file = file(report, format!("{at}.gcpJsonKey.file"), key.file);
@@ -934,6 +1021,15 @@ fn credential_source(
                 metadata_url,
             },
         ))
+    } else if let Some(federation) = report.optional(
+        &format!("{at}.gcpWorkloadIdentityFederation"),
+        raw.gcp_workload_identity_federation,
+    ) {
+        federation_source(
+            report,
+            &format!("{at}.gcpWorkloadIdentityFederation"),
+            federation,
+        )
     } else if let Some(basic) = report.optional(&format!("{at}.basicAuth"), raw.basic_auth) {
         let username_file = file(
             report,
@@ -964,6 +1060,164 @@ fn credential_source(
     (report.errors.len() == errors_before)
         .then_some(source)
         .flatten()
+}
+
+/// A required credential file path, which must be absolute.
+fn credential_file(report: &mut Report, field: String, node: Node<String>) -> Option<PathBuf> {
+    let path = PathBuf::from(report.required(&field, node)?);
+    if path.is_absolute() {
+        Some(path)
+    } else {
+        report.error(
+            field,
+            "must be an absolute path (the value is not shown: nothing under `credentials` is)",
+        );
+        None
+    }
+}
+
+/// `gcpWorkloadIdentityFederation`: a credential config file, or the inline fields (`audience` and
+/// `subjectTokenFile` required). Problems name the field and what it expects, never its value.
+fn federation_source(
+    report: &mut Report,
+    at: &str,
+    raw: RawFederation,
+) -> Option<CredentialSource> {
+    let file = credential_file;
+    use crate::provisioning::gcp_auth::{
+        AUDIENCE_FORMAT, MAX_IMPERSONATED_LIFETIME, MIN_IMPERSONATED_LIFETIME, check_audience,
+        check_endpoint_url,
+    };
+    let inline_given = [
+        ("audience", !matches!(raw.audience, Node::Absent)),
+        (
+            "subjectTokenFile",
+            !matches!(raw.subject_token_file, Node::Absent),
+        ),
+        (
+            "serviceAccount",
+            !matches!(raw.service_account, Node::Absent),
+        ),
+        ("tokenLifetime", !matches!(raw.token_lifetime, Node::Absent)),
+        ("tokenUrl", !matches!(raw.token_url, Node::Absent)),
+        (
+            "iamCredentialsUrl",
+            !matches!(raw.iam_credentials_url, Node::Absent),
+        ),
+    ];
+    if !matches!(raw.credential_config_file, Node::Absent) {
+        let extra: Vec<&str> = inline_given
+            .iter()
+            .filter_map(|(name, given)| given.then_some(*name))
+            .collect();
+        if !extra.is_empty() {
+            report.error(
+                at,
+                format!(
+                    "gives `credentialConfigFile` and inline fields ({}); the file holds them all, give one or the other",
+                    extra.join(", ")
+                ),
+            );
+            return None;
+        }
+        return file(
+            report,
+            format!("{at}.credentialConfigFile"),
+            raw.credential_config_file,
+        )
+        .map(|path| {
+            CredentialSource::GcpWorkloadIdentityFederation(FederationSource::CredentialConfigFile(
+                path,
+            ))
+        });
+    }
+    if !inline_given.iter().any(|(_, given)| *given) {
+        report.error(
+            at,
+            "needs `credentialConfigFile`, or `audience` and `subjectTokenFile` (with optional `serviceAccount`, `tokenLifetime`)",
+        );
+        return None;
+    }
+    let hidden = "(the value is not shown: nothing under `credentials` is)";
+    let audience = report
+        .required(&format!("{at}.audience"), raw.audience)
+        .filter(|audience| match check_audience(audience) {
+            Ok(()) => true,
+            Err(_) => {
+                report.error(
+                    format!("{at}.audience"),
+                    format!("must be {AUDIENCE_FORMAT} {hidden}"),
+                );
+                false
+            }
+        });
+    let subject_token_file = file(
+        report,
+        format!("{at}.subjectTokenFile"),
+        raw.subject_token_file,
+    );
+    let service_account = report
+        .optional(&format!("{at}.serviceAccount"), raw.service_account)
+        .filter(|email| {
+            let ok = email.contains('@') && email.contains('.');
+            if !ok {
+                report.error(
+                    format!("{at}.serviceAccount"),
+                    format!("must be a service account's e-mail address {hidden}"),
+                );
+            }
+            ok
+        });
+    let token_lifetime = report
+        .optional(&format!("{at}.tokenLifetime"), raw.token_lifetime)
+        .and_then(|text| match parse_go_duration(&text) {
+            Some(d) if (MIN_IMPERSONATED_LIFETIME..=MAX_IMPERSONATED_LIFETIME).contains(&d) => {
+                Some(d)
+            }
+            _ => {
+                report.error(
+                    format!("{at}.tokenLifetime"),
+                    format!("must be a duration from 10m to 12h {hidden}"),
+                );
+                None
+            }
+        });
+    if token_lifetime.is_some() && service_account.is_none() {
+        report.error(
+            format!("{at}.tokenLifetime"),
+            "applies only with `serviceAccount`: without impersonation the token lives as long as STS says",
+        );
+    }
+    let mut url = |name: &str, node: Node<String>| {
+        let field = format!("{at}.{name}");
+        report
+            .optional(&field, node)
+            .filter(|url| match check_endpoint_url(url) {
+                Ok(_) => true,
+                Err(problem) => {
+                    report.error(field, format!("{problem} {hidden}"));
+                    false
+                }
+            })
+    };
+    let token_url = url("tokenUrl", raw.token_url);
+    let iam_credentials_url = url("iamCredentialsUrl", raw.iam_credentials_url);
+    let fields = InlineFederation {
+        audience: audience?,
+        subject_token_file: subject_token_file?,
+        service_account,
+        token_lifetime,
+        token_url,
+        iam_credentials_url,
+    };
+    // The checks above cover what the token flow checks; this catches anything they miss.
+    if let Err(error) = fields.external_account() {
+        report.error(at, error.to_string());
+        return None;
+    }
+    Some(CredentialSource::GcpWorkloadIdentityFederation(
+        FederationSource::Inline(fields),
+    ))
 }
 
 fn label_selector(
@@ -1085,6 +1339,12 @@ fn known_fields(parent: &[Segment]) -> &'static [&'static str] {
         ["registries", "[]", "credentials", "gcpWorkloadIdentity"] => {
             shape::fields_of::<RawWorkloadIdentity>()
         }
+        [
+            "registries",
+            "[]",
+            "credentials",
+            "gcpWorkloadIdentityFederation",
+        ] => shape::fields_of::<RawFederation>(),
         ["registries", "[]", "credentials", "basicAuth"] => shape::fields_of::<RawBasicAuth>(),
         ["registries", "[]", "credentials", "dockerConfigJson"] => shape::fields_of::<RawFile>(),
         ["optOut"] => shape::fields_of::<RawOptOut>(),
@@ -1101,6 +1361,7 @@ fn credential_field_names() -> impl Iterator<Item = &'static str> {
         shape::fields_of::<RawCredentials>(),
         shape::fields_of::<RawGcpKey>(),
         shape::fields_of::<RawWorkloadIdentity>(),
+        shape::fields_of::<RawFederation>(),
         shape::fields_of::<RawBasicAuth>(),
         shape::fields_of::<RawFile>(),
     ]
@@ -1657,6 +1918,105 @@ namespaceSelector:
                 )),
                 "{credentials}"
             );
+        }
+    }
+
+    #[test]
+    fn workload_identity_federation_takes_a_credential_config_file_or_inline_fields() {
+        let entry = |credentials: &str| {
+            format!(
+                "registries:\n- {{name: gcp, preset: gcp, secretName: gcr-pull, credentials: {{gcpWorkloadIdentityFederation: {credentials}}}}}\n"
+            )
+        };
+        let audience = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/home-lab/providers/k3s-cluster";
+        let config = Config::from_yaml_str(&entry(
+            "{credentialConfigFile: /etc/gcp/credential-config.json}",
+        ))
+        .expect("file form");
+        let source = config.registries[0].credentials.as_ref().expect("source");
+        assert_eq!(
+            source.files(),
+            vec![Path::new("/etc/gcp/credential-config.json")]
+        );
+        assert_eq!(
+            source.to_string(),
+            "gcpWorkloadIdentityFederation from /etc/gcp/credential-config.json"
+        );
+
+        let config = Config::from_yaml_str(&entry(&format!(
+            "{{audience: \"{audience}\", subjectTokenFile: /var/run/secrets/tokens/gcp/token, serviceAccount: puller@acme.iam.gserviceaccount.com, tokenLifetime: 30m}}"
+        )))
+        .expect("inline form");
+        let Some(CredentialSource::GcpWorkloadIdentityFederation(FederationSource::Inline(fields))) =
+            &config.registries[0].credentials
+        else {
+            panic!("{:?}", config.registries[0].credentials);
+        };
+        assert_eq!(fields.token_lifetime, Some(Duration::from_secs(1800)));
+        let account = fields.external_account().expect("flow");
+        assert_eq!(
+            account.impersonation().map(|i| i.lifetime()),
+            Some(Duration::from_secs(1800))
+        );
+
+        let secret = "SECRETISH";
+        let cases = [
+            (
+                format!("{{credentialConfigFile: /c.json, audience: \"{audience}\"}}"),
+                "registries[0].credentials.gcpWorkloadIdentityFederation",
+                "one or the other",
+            ),
+            (
+                "{}".to_owned(),
+                "registries[0].credentials.gcpWorkloadIdentityFederation",
+                "needs `credentialConfigFile`",
+            ),
+            (
+                format!(
+                    "{{audience: \"//iam.googleapis.com/projects/{secret}\", subjectTokenFile: /t}}"
+                ),
+                "registries[0].credentials.gcpWorkloadIdentityFederation.audience",
+                "workloadIdentityPools/POOL_ID",
+            ),
+            (
+                format!("{{audience: \"{audience}\"}}"),
+                "registries[0].credentials.gcpWorkloadIdentityFederation.subjectTokenFile",
+                "is required",
+            ),
+            (
+                format!("{{audience: \"{audience}\", subjectTokenFile: /t, tokenLifetime: 1h}}"),
+                "registries[0].credentials.gcpWorkloadIdentityFederation.tokenLifetime",
+                "only with `serviceAccount`",
+            ),
+            (
+                format!(
+                    "{{audience: \"{audience}\", subjectTokenFile: /t, serviceAccount: a@b.c, tokenLifetime: 1m}}"
+                ),
+                "registries[0].credentials.gcpWorkloadIdentityFederation.tokenLifetime",
+                "from 10m to 12h",
+            ),
+            (
+                format!(
+                    "{{audience: \"{audience}\", subjectTokenFile: /t, tokenUrl: \"http://sts.example.com/{secret}\"}}"
+                ),
+                "registries[0].credentials.gcpWorkloadIdentityFederation.tokenUrl",
+                "must use https",
+            ),
+            (
+                format!("{{audience: \"{audience}\", subjectTokenFile: relative/{secret}}}"),
+                "registries[0].credentials.gcpWorkloadIdentityFederation.subjectTokenFile",
+                "absolute path",
+            ),
+        ];
+        for (credentials, field, needle) in cases {
+            let err = Config::from_yaml_str(&entry(&credentials)).expect_err(&credentials);
+            let found = err
+                .field_errors()
+                .iter()
+                .find(|e| e.field == field)
+                .unwrap_or_else(|| panic!("{credentials}: {err}"));
+            assert!(found.problem.contains(needle), "{credentials}: {err}");
+            assert!(!err.to_string().contains(secret), "echoes a value: {err}");
         }
     }
 

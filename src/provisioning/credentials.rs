@@ -10,8 +10,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::admission::HostPattern;
-use crate::config::{Config, CredentialSource, GcpKeyMode, Registry};
-use crate::provisioning::gcp_auth::ServiceAccountKey;
+use crate::config::{Config, CredentialSource, FederationSource, GcpKeyMode, Registry};
+use crate::provisioning::gcp_auth::{ExternalAccount, ServiceAccountKey};
 
 /// Username the registries accept with a GCP service-account key as the password.
 pub const GCP_JSON_KEY_USER: &str = "_json_key";
@@ -26,6 +26,8 @@ pub enum CredentialError {
     InvalidBasicAuth { path: PathBuf, problem: String },
     #[error("{path} is not a .dockerconfigjson: {problem}")]
     InvalidDockerConfig { path: PathBuf, problem: String },
+    #[error("{path}: {problem}")]
+    InvalidCredentialConfig { path: PathBuf, problem: String },
 }
 
 /// The rendered `.dockerconfigjson` of one registry entry, with its content hash.
@@ -316,7 +318,8 @@ pub fn read_login(registry: &Registry) -> Option<Result<Login, CredentialError>>
         CredentialSource::DockerConfigJson(source) => read(&source.file)
             .and_then(|bytes| render_docker_config(&source.file, &bytes).map(Login::DockerConfig)),
         // Minted tokens, not files: the provisioner's token refresher handles these.
-        CredentialSource::GcpWorkloadIdentity(_) => return None,
+        CredentialSource::GcpWorkloadIdentity(_)
+        | CredentialSource::GcpWorkloadIdentityFederation(_) => return None,
     })
 }
 
@@ -345,7 +348,18 @@ pub fn check_files(config: &Config) -> Vec<FileProblem> {
             })
         };
         match &registry.credentials {
-            None | Some(CredentialSource::GcpWorkloadIdentity(_)) => {}
+            // Inline federation fields are checked with the config itself.
+            None
+            | Some(CredentialSource::GcpWorkloadIdentity(_))
+            | Some(CredentialSource::GcpWorkloadIdentityFederation(FederationSource::Inline(_))) => {
+            }
+            Some(CredentialSource::GcpWorkloadIdentityFederation(
+                FederationSource::CredentialConfigFile(path),
+            )) => {
+                if let Err(error) = read_credential_config(path) {
+                    problem(error);
+                }
+            }
             Some(CredentialSource::GcpJsonKey(source)) => {
                 let checked = read(&source.file).and_then(|bytes| {
                     gcp_key_text(&source.file, &bytes)?;
@@ -385,6 +399,16 @@ pub fn check_files(config: &Config) -> Vec<FileProblem> {
         }
     }
     problems
+}
+
+/// Reads and checks an `external_account` credential config file (required fields, https
+/// endpoints, the audience's format). Problems name the field, never a value.
+pub fn read_credential_config(path: &Path) -> Result<ExternalAccount, CredentialError> {
+    let bytes = read(path)?;
+    ExternalAccount::parse(&bytes).map_err(|e| CredentialError::InvalidCredentialConfig {
+        path: path.to_owned(),
+        problem: e.to_string(),
+    })
 }
 
 /// Reads a registry entry's source files and renders them. `None` when the entry has no source.

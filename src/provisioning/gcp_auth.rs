@@ -11,15 +11,29 @@
 //!   RS256 with the key's private key is exchanged at the key file's own `token_uri`.
 //! - [`TokenSource::MetadataServer`]: GKE Workload Identity or a GCE VM. The metadata server
 //!   hands out a token for the workload's own Google service account; no key exists anywhere.
+//! - [`TokenSource::ExternalAccount`]: Workload Identity Federation on any cluster. The cluster's
+//!   projected ServiceAccount token is exchanged at Google's STS, then optionally for an
+//!   impersonated service account's token ([`ExternalAccount`]); no key exists anywhere either.
 //!
-//! [`TokenSource::fetch`] makes exactly one request and reports any failure as a [`TokenError`];
-//! retrying, backoff and caching are the caller's ([`TokenError::is_retryable`] helps).
+//! [`TokenSource::fetch`] is the one interface the provisioner uses: it obtains one token
+//! (one request, two for an impersonated external account) and reports any failure as a
+//! [`TokenError`]; retrying, backoff and caching are the caller's ([`TokenError::is_retryable`]
+//! helps).
 //!
 //! # Why not the `gcp_auth` crate
 //! `gcp_auth` owns its HTTP stack, caches tokens itself and discovers the credential provider
 //! from the environment. Here each registry entry has its own source, the provisioner decides
 //! when to refresh (it must rewrite Secrets anyway), and the tests point the key file's
 //! `token_uri` and the metadata base URL at loopback servers. So this module is small and explicit.
+//!
+//! # Why not the `google-cloud-auth` crate for external accounts
+//! Google's official crate (1.x) reads `external_account` configs and reports a token's expiry,
+//! and its URLs come from the config, so tests could reach loopback. But it brings a second HTTP
+//! stack (`reqwest`) and `google-cloud-gax`, its default features build `aws-lc-rs` (a C
+//! toolchain; see below), and it caches and refreshes tokens in the background behind
+//! `access_token()`, while here the provisioner schedules each refresh from the real expiry and
+//! must rewrite Secrets at that moment. The flow is two POSTs on the client this module already
+//! has, so it lives in [`external_account`].
 //!
 //! # Why the JWT is signed with `ring` directly
 //! `jsonwebtoken` 9.x is the last line with a `ring` backend, and it is affected by
@@ -39,7 +53,17 @@
 //! the HTTP status and the OAuth `error` / `error_description` of the response (those are not
 //! secret). Key-parsing errors never echo the key file.
 
+mod external_account;
+
+pub use external_account::{
+    AUDIENCE_FORMAT, DEFAULT_IAM_CREDENTIALS_URL, DEFAULT_IMPERSONATED_LIFETIME,
+    DEFAULT_STS_TOKEN_URL, ExternalAccount, Impersonation, JWT_SUBJECT_TOKEN_TYPE,
+    MAX_IMPERSONATED_LIFETIME, MIN_IMPERSONATED_LIFETIME, SubjectTokenFormat, check_audience,
+    check_endpoint_url,
+};
+
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -424,6 +448,9 @@ pub enum TokenSource {
         /// `default` for the workload's own account, or an e-mail address.
         service_account: String,
     },
+    /// Workload Identity Federation: the subject token file exchanged at STS, then optionally
+    /// `generateAccessToken` for a service account.
+    ExternalAccount(ExternalAccount),
 }
 
 impl TokenSource {
@@ -447,6 +474,7 @@ impl TokenSource {
                 base_url,
                 service_account,
             } => fetch_from_metadata(base_url, service_account, http).await,
+            TokenSource::ExternalAccount(account) => account.fetch(http).await,
         }
     }
 }
@@ -877,6 +905,29 @@ pub enum TokenError {
     /// A 2xx answer that is not a usable token response.
     #[error("malformed token response from {endpoint}: {reason}")]
     MalformedResponse { endpoint: String, reason: String },
+    /// The `external_account` credential config is unusable.
+    #[error("invalid external_account credential config: {0}")]
+    InvalidCredentialConfig(String),
+    /// The subject token file cannot be read or holds no token (the kubelet may not have
+    /// written it yet).
+    #[error("cannot use the subject token file {}: {reason}", .path.display())]
+    SubjectToken { path: PathBuf, reason: String },
+    /// STS refused or failed the token exchange.
+    #[error("token exchange for audience {audience} failed: {source}")]
+    Exchange {
+        audience: String,
+        source: Box<TokenError>,
+    },
+    /// IAM Credentials refused or failed to mint the service account's token.
+    #[error(
+        "impersonating {service_account} with the federated token of audience {audience} \
+         failed: {source}"
+    )]
+    Impersonation {
+        service_account: String,
+        audience: String,
+        source: Box<TokenError>,
+    },
 }
 
 fn status_detail(
@@ -896,9 +947,15 @@ fn status_detail(
 impl TokenError {
     /// Whether trying again later may succeed: no response, a timeout, HTTP 408, 429 or 5xx.
     /// Key, URL and other 4xx errors need a configuration change.
+    /// A missing subject token file is retryable: the kubelet writes it.
     pub fn is_retryable(&self) -> bool {
         match self {
-            TokenError::Request { .. } | TokenError::Timeout { .. } => true,
+            TokenError::Request { .. }
+            | TokenError::Timeout { .. }
+            | TokenError::SubjectToken { .. } => true,
+            TokenError::Exchange { source, .. } | TokenError::Impersonation { source, .. } => {
+                source.is_retryable()
+            }
             TokenError::HttpStatus { status, .. } => {
                 *status == 408 || *status == 429 || (500..=599).contains(status)
             }
@@ -910,6 +967,9 @@ impl TokenError {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             TokenError::HttpStatus { status, .. } => Some(*status),
+            TokenError::Exchange { source, .. } | TokenError::Impersonation { source, .. } => {
+                source.http_status()
+            }
             _ => None,
         }
     }

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, CredentialSource, GcpKeyMode, Registry};
+use crate::config::{Config, CredentialSource, FederationSource, GcpKeyMode, Registry};
 use crate::provisioning::credentials::{self, ContentHash, DockerConfig};
 use crate::provisioning::gcp_auth::{self, HttpClient, ServiceAccountKey, TokenSource};
 use crate::provisioning::namespaces::{
@@ -1017,7 +1017,7 @@ fn token_source(registry: &Registry) -> Option<Result<(TokenSource, ContentHash)
                     base_url,
                     service_account,
                 } => (base_url, service_account),
-                TokenSource::ServiceAccountKey(_) => return None,
+                TokenSource::ServiceAccountKey(_) | TokenSource::ExternalAccount(_) => return None,
             };
             if let Some(url) = &source.metadata_url {
                 base_url.clone_from(url);
@@ -1033,6 +1033,21 @@ fn token_source(registry: &Registry) -> Option<Result<(TokenSource, ContentHash)
                 },
                 fingerprint,
             )))
+        }
+        CredentialSource::GcpWorkloadIdentityFederation(source) => {
+            let account = match source {
+                FederationSource::CredentialConfigFile(path) => {
+                    credentials::read_credential_config(path).map_err(|e| e.to_string())
+                }
+                FederationSource::Inline(fields) => {
+                    fields.external_account().map_err(|e| e.to_string())
+                }
+            };
+            // The settings hold no secret: their debug form fingerprints them.
+            Some(account.map(|account| {
+                let fingerprint = ContentHash::of(format!("{account:?}").as_bytes());
+                (TokenSource::ExternalAccount(account), fingerprint)
+            }))
         }
         _ => None,
     }
