@@ -1,9 +1,10 @@
 //! Short-lived credentials end to end: the webhook mints access tokens (from a key, or from the metadata
-//! server), writes them into every managed Secret, refreshes them before they expire, and retries and
+//! server, or by Workload Identity Federation), writes them into every managed Secret, refreshes them before they expire, and retries and
 //! reports a failing token endpoint. The endpoints run on loopback; the key is made at test time.
 
 mod support;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -14,7 +15,10 @@ use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
 use pullsecret_injector::serving::Metrics;
 use serde_json::json;
 use support::fake_api::FakeApi;
-use support::gcp::{Canned, key_json, keys, metadata_server, token_endpoint};
+use support::gcp::{
+    Canned, WIF_AUDIENCE, credential_config, federation_endpoints, key_json, keys, metadata_server,
+    token_endpoint,
+};
 use support::{KubeletDir, TestOptions, TestServer};
 
 const SECRET: &str = "gcr-pull";
@@ -102,6 +106,43 @@ impl Harness {
         ))
     }
 
+    /// Waits for a newer token in every namespace. It must land before the first token's
+    /// `lifetime` is over, and in place (same Secret UIDs). `meanwhile` runs once the first
+    /// tokens are recorded.
+    async fn assert_refreshed_in_place_before(
+        &self,
+        namespaces: &[&str],
+        lifetime: Duration,
+        meanwhile: impl FnOnce(),
+    ) {
+        let first = token_number(&self.login(namespaces[0]).expect("login").1).expect("numbered");
+        let first_written = Instant::now();
+        let uids: Vec<_> = namespaces
+            .iter()
+            .map(|ns| self.api.secret(ns, SECRET).expect("Secret").metadata.uid)
+            .collect();
+        meanwhile();
+        for ns in namespaces {
+            assert!(
+                self.login_becomes(ns, |_, p| token_number(p).is_some_and(|n| n > first))
+                    .await,
+                "{ns}: the token was never refreshed"
+            );
+        }
+        assert!(
+            first_written.elapsed() < lifetime,
+            "refreshed after expiry: {:?}",
+            first_written.elapsed()
+        );
+        for (ns, uid) in namespaces.iter().zip(uids) {
+            assert_eq!(
+                self.api.secret(ns, SECRET).expect("Secret").metadata.uid,
+                uid,
+                "{ns}: updated in place"
+            );
+        }
+    }
+
     async fn login_becomes(&self, namespace: &str, check: impl Fn(&str, &str) -> bool) -> bool {
         self.api
             .wait_for(CONVERGE, |_| {
@@ -145,33 +186,9 @@ async fn access_tokens_are_written_and_refreshed_before_expiry_in_every_namespac
             "the password is a token, not the key"
         );
     }
-    let first = token_number(&h.login("tok-a").expect("login").1).expect("numbered token");
-    let first_written = Instant::now();
-    let uids: Vec<_> = namespaces
-        .iter()
-        .map(|ns| h.api.secret(ns, SECRET).expect("Secret").metadata.uid)
-        .collect();
-
-    for ns in namespaces {
-        assert!(
-            h.login_becomes(ns, |_, p| token_number(p).is_some_and(|n| n > first))
-                .await,
-            "{ns}: the token was never refreshed"
-        );
-    }
     // The token lives 8 s; its replacement must land well before that.
-    assert!(
-        first_written.elapsed() < Duration::from_secs(8),
-        "refreshed after expiry: {:?}",
-        first_written.elapsed()
-    );
-    for (ns, uid) in namespaces.iter().zip(uids) {
-        assert_eq!(
-            h.api.secret(ns, SECRET).expect("Secret").metadata.uid,
-            uid,
-            "{ns}: updated in place"
-        );
-    }
+    h.assert_refreshed_in_place_before(&namespaces, Duration::from_secs(8), || {})
+        .await;
     // The key itself never leaves the injector's namespace.
     for secret in h.api.secrets_named(SECRET) {
         let data = String::from_utf8_lossy(&secret.data.expect("data")[".dockerconfigjson"].0)
@@ -308,4 +325,169 @@ async fn workload_identity_takes_tokens_from_the_metadata_server() {
             "pullsecret_injector_access_token_refresh_failures_total{registry=\"gcp\"} 2"
         )
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workload Identity Federation: no key anywhere
+
+/// A projected ServiceAccount token volume, as the kubelet keeps it.
+fn subject_token_volume(temp: &tempfile::TempDir, token: Option<&str>) -> (KubeletDir, PathBuf) {
+    let files: Vec<(&str, &[u8])> = token.map(|t| ("token", t.as_bytes())).into_iter().collect();
+    let volume = KubeletDir::create(&temp.path().join("sa-token"), &files);
+    let path = volume.path().join("token");
+    (volume, path)
+}
+
+fn federation_file_credentials() -> &'static str {
+    "{gcpWorkloadIdentityFederation: {credentialConfigFile: KEY_FILE}}"
+}
+
+async fn refresh_failures(h: &Harness) -> u64 {
+    h.server
+        .metrics()
+        .await
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "pullsecret_injector_access_token_refresh_failures_total{registry=\"gcp\"}",
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A federation that cannot get a token: the failure is counted, the Pod is admitted with the
+/// reference and told why, and no Secret is written.
+async fn assert_counted_and_nothing_written(h: &Harness, namespace: &str) {
+    let response = h.admit(namespace).await;
+    let said = warnings(&response);
+    assert!(said.contains("not ready"), "{said}");
+    let counted = support::eventually(CONVERGE, || async { refresh_failures(h).await >= 2 }).await;
+    assert!(counted, "failures are retried and counted");
+    assert!(
+        h.api.secret(namespace, SECRET).is_none(),
+        "no Secret without a token"
+    );
+    assert!(h.api.secrets_named(SECRET).is_empty());
+}
+
+#[tokio::test]
+async fn federation_writes_impersonated_tokens_and_rewrites_them_in_place_before_expiry() {
+    let (fed, base) = federation_endpoints().await;
+    fed.iam_lifetime_secs.store(8, Ordering::SeqCst);
+    let temp = tempfile::tempdir().expect("tempdir");
+    let (mut volume, token_file) = subject_token_volume(&temp, Some("sa-token-generation-1"));
+    let config = credential_config(&base, WIF_AUDIENCE, &token_file, Some(3600));
+    let h = Harness::start(federation_file_credentials(), Some(&config)).await;
+
+    let namespaces = ["wif-a", "wif-b"];
+    for ns in namespaces {
+        h.admit(ns).await;
+        assert!(
+            h.login_becomes(ns, |u, p| u == "oauth2accesstoken"
+                && p.starts_with("ya29.impersonated-"))
+                .await,
+            "{ns}: no Secret with an impersonated token"
+        );
+    }
+    // The kubelet rotates the projected token; the next exchange must send the new one.
+    h.assert_refreshed_in_place_before(&namespaces, Duration::from_secs(8), || {
+        volume.update(&[("token", b"sa-token-generation-2")]);
+    })
+    .await;
+    let subjects = fed.subject_tokens.lock().expect("lock").clone();
+    assert_eq!(
+        subjects.first().map(String::as_str),
+        Some("sa-token-generation-1")
+    );
+    assert_eq!(
+        subjects.last().map(String::as_str),
+        Some("sa-token-generation-2"),
+        "the rotated token is sent: {subjects:?}"
+    );
+    // Every impersonation carried the federated token of the exchange just before it.
+    for auth in fed.iam_authorizations.lock().expect("lock").iter() {
+        assert!(auth.starts_with("Bearer ya29.federated-"), "{auth}");
+    }
+    // Neither the subject token nor the federated token reaches a pull Secret.
+    for secret in h.api.secrets_named(SECRET) {
+        let data = String::from_utf8_lossy(&secret.data.expect("data")[".dockerconfigjson"].0)
+            .into_owned();
+        assert!(
+            !data.contains("sa-token") && !data.contains("federated"),
+            "{data}"
+        );
+    }
+    assert!(h.api.rbac_violations().is_empty());
+}
+
+#[tokio::test]
+async fn federation_without_impersonation_refreshes_the_sts_token_before_it_expires() {
+    let (fed, base) = federation_endpoints().await;
+    fed.sts_lifetime_secs.store(8, Ordering::SeqCst);
+    let temp = tempfile::tempdir().expect("tempdir");
+    let (_volume, token_file) = subject_token_volume(&temp, Some("sa-token"));
+    // The inline form, with the STS endpoint on loopback.
+    let credentials = format!(
+        "{{gcpWorkloadIdentityFederation: {{audience: \"{WIF_AUDIENCE}\", subjectTokenFile: {}, tokenUrl: \"{base}/v1/token\"}}}}",
+        token_file.display()
+    );
+    let h = Harness::start(&credentials, None).await;
+
+    h.admit("wif-sts").await;
+    assert!(
+        h.login_becomes("wif-sts", |u, p| u == "oauth2accesstoken"
+            && p.starts_with("ya29.federated-"))
+            .await
+    );
+    // Scheduled from STS's `expires_in` (8 s), not from an hour.
+    h.assert_refreshed_in_place_before(&["wif-sts"], Duration::from_secs(8), || {})
+        .await;
+    assert!(fed.iam_authorizations.lock().expect("lock").is_empty());
+}
+
+#[tokio::test]
+async fn federation_with_a_wrong_audience_is_counted_and_writes_no_secret() {
+    let (fed, base) = federation_endpoints().await;
+    let temp = tempfile::tempdir().expect("tempdir");
+    let (_volume, token_file) = subject_token_volume(&temp, Some("sa-token"));
+    let wrong = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/home-lab/providers/other-cluster";
+    let config = credential_config(&base, wrong, &token_file, Some(3600));
+    let h = Harness::start(federation_file_credentials(), Some(&config)).await;
+    assert_counted_and_nothing_written(&h, "wif-audience").await;
+    assert_eq!(fed.federated_issued.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn federation_refused_by_iam_is_counted_and_writes_no_secret() {
+    let (fed, base) = federation_endpoints().await;
+    fed.iam_forbidden.store(true, Ordering::SeqCst);
+    let temp = tempfile::tempdir().expect("tempdir");
+    let (_volume, token_file) = subject_token_volume(&temp, Some("sa-token"));
+    let config = credential_config(&base, WIF_AUDIENCE, &token_file, Some(3600));
+    let h = Harness::start(federation_file_credentials(), Some(&config)).await;
+    assert_counted_and_nothing_written(&h, "wif-iam").await;
+    assert!(fed.federated_issued.load(Ordering::SeqCst) >= 2);
+    assert_eq!(fed.impersonated_issued.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn federation_retries_a_missing_subject_token_until_the_file_appears() {
+    let (fed, base) = federation_endpoints().await;
+    let temp = tempfile::tempdir().expect("tempdir");
+    let (mut volume, token_file) = subject_token_volume(&temp, None);
+    let config = credential_config(&base, WIF_AUDIENCE, &token_file, Some(3600));
+    let h = Harness::start(federation_file_credentials(), Some(&config)).await;
+    assert_counted_and_nothing_written(&h, "wif-late").await;
+    assert!(fed.exchanges.lock().expect("lock").is_empty());
+
+    volume.update(&[("token", b"sa-token-late")]);
+    assert!(
+        h.login_becomes("wif-late", |u, p| u == "oauth2accesstoken"
+            && p.starts_with("ya29.impersonated-"))
+            .await,
+        "no Secret once the token file appeared"
+    );
+    assert_eq!(*fed.subject_tokens.lock().expect("lock"), ["sa-token-late"]);
 }

@@ -1,4 +1,5 @@
-//! Tests for `gcp_auth` against loopback token endpoints and a loopback metadata server.
+//! Tests for `gcp_auth` against loopback token endpoints, a loopback metadata server, and
+//! loopback STS and IAM Credentials endpoints for Workload Identity Federation.
 //!
 //! RSA keys are generated at test time; no key file is committed. The token endpoint checks
 //! the JWT with the key's public key through `jsonwebtoken`'s RustCrypto backend, a different
@@ -13,8 +14,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
 use pullsecret_injector::provisioning::gcp_auth::{
-    AccessToken, DEFAULT_TOKEN_URI, MAX_RESPONSE_BYTES, REFRESH_MARGIN, ServiceAccountKey,
-    TokenError, TokenSource, random_jitter,
+    AccessToken, DEFAULT_TOKEN_URI, ExternalAccount, MAX_RESPONSE_BYTES, REFRESH_MARGIN,
+    REGISTRY_READ_SCOPES, ServiceAccountKey, TokenError, TokenSource, random_jitter,
 };
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use support::gcp::*;
@@ -630,4 +631,231 @@ fn parse_rejects_non_rsa_and_small_keys() {
         .to_string();
     let err = ServiceAccountKey::parse(key_json(&small, None).as_bytes()).expect_err("small key");
     assert!(err.to_string().contains("not a usable RSA key"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workload Identity Federation
+
+fn external_account(config: &str) -> TokenSource {
+    TokenSource::ExternalAccount(ExternalAccount::parse(config.as_bytes()).expect("config"))
+}
+
+/// A federation source whose subject token file holds `subject` (none: no file yet); the
+/// temporary directory holds the file.
+fn federation_source(
+    base: &str,
+    audience: &str,
+    subject: Option<&str>,
+    lifetime_secs: Option<u64>,
+) -> (tempfile::TempDir, std::path::PathBuf, TokenSource) {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    if let Some(subject) = subject {
+        std::fs::write(&token_file, subject).unwrap();
+    }
+    let source = external_account(&credential_config(
+        base,
+        audience,
+        &token_file,
+        lifetime_secs,
+    ));
+    (dir, token_file, source)
+}
+
+#[tokio::test]
+async fn federation_exchanges_the_subject_token_then_impersonates_with_the_federated_token() {
+    let (fed, base) = federation_endpoints().await;
+    let (_dir, _, source) = federation_source(
+        &base,
+        WIF_AUDIENCE,
+        Some("eyJhbGciOiJSUzI1NiJ9.subject-one.sig\n"),
+        Some(3600),
+    );
+
+    let before = SystemTime::now();
+    let token = source.fetch(&client()).await.expect("token");
+    assert_eq!(token.secret(), "ya29.impersonated-1");
+    // expireTime has whole seconds: the expiry is the IAM answer's, about an hour away.
+    let lifetime = token.expires_at().duration_since(before).unwrap();
+    assert!((3598..=3601).contains(&lifetime.as_secs()), "{lifetime:?}");
+
+    let exchanges = fed.exchanges.lock().unwrap().clone();
+    assert_eq!(exchanges.len(), 1);
+    let mut form = exchanges[0].clone();
+    form.sort();
+    let expected: Vec<(String, String)> = [
+        ("audience", WIF_AUDIENCE),
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        (
+            "requested_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+        ("scope", REGISTRY_READ_SCOPES),
+        ("subject_token", "eyJhbGciOiJSUzI1NiJ9.subject-one.sig"),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(form, expected);
+    assert_eq!(
+        *fed.iam_authorizations.lock().unwrap(),
+        ["Bearer ya29.federated-1"]
+    );
+    assert_eq!(fed.impersonated_issued.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn federation_asks_for_the_configured_lifetime() {
+    let (fed, base) = federation_endpoints().await;
+    *fed.expected_lifetime.lock().unwrap() = "1200s".into();
+    fed.iam_lifetime_secs.store(1200, Ordering::SeqCst);
+    let (_dir, _, source) = federation_source(&base, WIF_AUDIENCE, Some("subject"), Some(1200));
+    let token = source.fetch(&client()).await.expect("token");
+    let lifetime = token.remaining(token.issued_at()).as_secs();
+    assert!((1198..=1201).contains(&lifetime), "{lifetime}");
+}
+
+#[tokio::test]
+async fn rotated_subject_token_file_is_sent_on_the_next_exchange() {
+    let (fed, base) = federation_endpoints().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut volume = support::KubeletDir::create(dir.path(), &[("token", b"subject-before")]);
+    let token_file = volume.path().join("token");
+    let source = external_account(&credential_config(&base, WIF_AUDIENCE, &token_file, None));
+    let http = client();
+    assert_eq!(
+        source.fetch(&http).await.expect("first").secret(),
+        "ya29.federated-1"
+    );
+    // The kubelet rotates the projected token by swapping `..data`.
+    volume.update(&[("token", b"subject-after")]);
+    assert_eq!(
+        source.fetch(&http).await.expect("second").secret(),
+        "ya29.federated-2"
+    );
+    assert_eq!(
+        *fed.subject_tokens.lock().unwrap(),
+        ["subject-before", "subject-after"]
+    );
+}
+
+#[tokio::test]
+async fn sts_invalid_grant_names_the_audience() {
+    let (fed, base) = federation_endpoints().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "subject-for-wrong-audience").unwrap();
+    let wrong = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/home-lab/providers/other-cluster";
+    let source = external_account(&credential_config(&base, wrong, &token_file, Some(3600)));
+    let err = source.fetch(&client()).await.expect_err("wrong audience");
+    let text = err.to_string();
+    assert!(
+        matches!(err, TokenError::Exchange { ref audience, .. } if audience == wrong),
+        "{err:?}"
+    );
+    assert!(text.contains(wrong), "{text}");
+    assert!(text.contains("HTTP 400: invalid_grant"), "{text}");
+    assert!(!text.contains("subject-for-wrong-audience"), "{text}");
+    assert_eq!(err.http_status(), Some(400));
+    assert!(!err.is_retryable());
+    assert!(
+        fed.iam_authorizations.lock().unwrap().is_empty(),
+        "no impersonation after a failed exchange"
+    );
+}
+
+#[tokio::test]
+async fn iam_403_names_the_service_account_and_the_audience() {
+    let (fed, base) = federation_endpoints().await;
+    fed.iam_forbidden.store(true, Ordering::SeqCst);
+    let (_dir, _, source) = federation_source(&base, WIF_AUDIENCE, Some("subject"), Some(3600));
+    let err = source.fetch(&client()).await.expect_err("forbidden");
+    let text = err.to_string();
+    assert!(matches!(err, TokenError::Impersonation { .. }), "{err:?}");
+    assert!(text.contains(CLIENT_EMAIL), "{text}");
+    assert!(text.contains(WIF_AUDIENCE), "{text}");
+    assert!(text.contains("HTTP 403: PERMISSION_DENIED"), "{text}");
+    assert!(
+        !text.contains("ya29.federated"),
+        "the federated token is not shown: {text}"
+    );
+    assert_eq!(err.http_status(), Some(403));
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn missing_subject_token_file_is_a_clear_retryable_error_until_it_appears() {
+    let (fed, base) = federation_endpoints().await;
+    let (_dir, token_file, source) = federation_source(&base, WIF_AUDIENCE, None, None);
+    let http = client();
+    let err = source.fetch(&http).await.expect_err("no file yet");
+    assert!(matches!(err, TokenError::SubjectToken { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("subject token file"), "{text}");
+    assert!(text.contains(&token_file.display().to_string()), "{text}");
+    assert!(err.is_retryable());
+    assert!(
+        fed.exchanges.lock().unwrap().is_empty(),
+        "nothing is sent without a token"
+    );
+
+    std::fs::write(&token_file, "subject-late").unwrap();
+    assert_eq!(
+        source.fetch(&http).await.expect("token").secret(),
+        "ya29.federated-1"
+    );
+}
+
+#[tokio::test]
+async fn no_impersonation_ten_minute_sts_token_is_refreshed_before_it_expires() {
+    let (fed, base) = federation_endpoints().await;
+    fed.sts_lifetime_secs.store(600, Ordering::SeqCst);
+    let (_dir, _, source) = federation_source(&base, WIF_AUDIENCE, Some("subject"), None);
+    let token = source.fetch(&client()).await.expect("token");
+    assert_eq!(token.secret(), "ya29.federated-1");
+    // The access token is the federated one: its life is STS's `expires_in`, not an hour.
+    assert_eq!(
+        token.expires_at(),
+        token.issued_at() + Duration::from_secs(600)
+    );
+    for jitter in [-0.1, 0.0, 0.1, random_jitter()] {
+        let refresh = token.refresh_at(token.issued_at(), jitter);
+        assert!(
+            refresh + REFRESH_MARGIN <= token.expires_at(),
+            "jitter {jitter}: refresh {:?} after issue",
+            refresh.duration_since(token.issued_at()).unwrap()
+        );
+        assert!(refresh > token.issued_at() + Duration::from_secs(60));
+    }
+    assert!(fed.iam_authorizations.lock().unwrap().is_empty());
+}
+
+#[test]
+fn external_account_debug_and_errors_show_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = credential_config(
+        "https://sts.example",
+        WIF_AUDIENCE,
+        &dir.path().join("t"),
+        None,
+    );
+    let account = ExternalAccount::parse(config.as_bytes()).expect("config");
+    // Nothing in it is secret; the debug form shows where the token comes from.
+    let debug = format!("{account:?}");
+    assert!(
+        debug.contains("token_url") && debug.contains(WIF_AUDIENCE),
+        "{debug}"
+    );
+    let http_outside_loopback = credential_config(
+        "http://sts.example",
+        WIF_AUDIENCE,
+        &dir.path().join("t"),
+        None,
+    );
+    let err = ExternalAccount::parse(http_outside_loopback.as_bytes()).expect_err("http");
+    assert!(err.to_string().contains("must use https"), "{err}");
 }

@@ -140,6 +140,15 @@ pub fn oauth_error(description: &str) -> Response {
     )
 }
 
+/// The fields of a form-urlencoded body; `None` for another content type.
+fn form_fields(headers: &HeaderMap, body: &[u8]) -> Option<Vec<(String, String)>> {
+    (headers.get(header::CONTENT_TYPE)
+        == Some(&HeaderValue::from_static(
+            "application/x-www-form-urlencoded",
+        )))
+    .then(|| form_urlencoded::parse(body).into_owned().collect())
+}
+
 pub async fn token_handler(
     State(ep): State<Arc<TokenEndpoint>>,
     headers: HeaderMap,
@@ -149,14 +158,9 @@ pub async fn token_handler(
     if let Some(Canned::Status(status, body)) = ep.canned.lock().unwrap().pop_front() {
         return json_response(status, body);
     }
-    if headers.get(header::CONTENT_TYPE)
-        != Some(&HeaderValue::from_static(
-            "application/x-www-form-urlencoded",
-        ))
-    {
+    let Some(form) = form_fields(&headers, &body) else {
         return oauth_error("wrong content type");
-    }
-    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    };
     let field = |name: &str| {
         form.iter()
             .find(|(k, _)| k == name)
@@ -335,4 +339,221 @@ pub async fn metadata_server() -> (Arc<MetadataServer>, String) {
         .with_state(md.clone());
     let addr = serve(router).await;
     (md, format!("http://{addr}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workload Identity Federation: STS and IAM Credentials
+
+/// The provider audience the loopback STS expects.
+pub const WIF_AUDIENCE: &str = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/home-lab/providers/k3s-cluster";
+pub const SUBJECT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// A loopback STS (`POST /v1/token`, RFC 8693) and IAM Credentials API
+/// (`POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken`). Each checks every field
+/// of its request and answers `invalid_grant` / `INVALID_ARGUMENT` naming the first one that is
+/// wrong; what it saw is kept for the tests to assert on.
+pub struct Federation {
+    /// `expires_in` of the federated tokens.
+    pub sts_lifetime_secs: AtomicI64,
+    /// How long the impersonated tokens live (`expireTime` = now + this).
+    pub iam_lifetime_secs: AtomicI64,
+    /// The `lifetime` the IAM endpoint requires.
+    pub expected_lifetime: Mutex<String>,
+    /// Subject tokens received, in order.
+    pub subject_tokens: Mutex<Vec<String>>,
+    /// Every STS form, in order.
+    pub exchanges: Mutex<Vec<Vec<(String, String)>>>,
+    /// `Authorization` headers received by the IAM endpoint, in order.
+    pub iam_authorizations: Mutex<Vec<String>>,
+    pub federated_issued: AtomicU64,
+    pub impersonated_issued: AtomicU64,
+    pub sts_canned: Mutex<VecDeque<Canned>>,
+    /// Answer every impersonation with 403 PERMISSION_DENIED.
+    pub iam_forbidden: std::sync::atomic::AtomicBool,
+}
+
+fn sts_error(description: &str) -> Response {
+    oauth_error(description)
+}
+
+fn iam_error(status: StatusCode, code: &str, message: &str) -> Response {
+    json_response(
+        status,
+        serde_json::json!({"error": {"code": status.as_u16(), "message": message, "status": code}})
+            .to_string(),
+    )
+}
+
+pub async fn sts_handler(
+    State(fed): State<Arc<Federation>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(Canned::Status(status, body)) = fed.sts_canned.lock().unwrap().pop_front() {
+        return json_response(status, body);
+    }
+    let Some(form) = form_fields(&headers, &body) else {
+        return sts_error("wrong content type");
+    };
+    fed.exchanges.lock().unwrap().push(form.clone());
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if form.len() != 6 {
+        return sts_error("expected exactly six fields");
+    }
+    if field("grant_type") != Some("urn:ietf:params:oauth:grant-type:token-exchange") {
+        return sts_error("unsupported grant_type");
+    }
+    if field("requested_token_type") != Some("urn:ietf:params:oauth:token-type:access_token") {
+        return sts_error("unsupported requested_token_type");
+    }
+    if field("subject_token_type") != Some(SUBJECT_TOKEN_TYPE) {
+        return sts_error("unsupported subject_token_type");
+    }
+    if field("scope") != Some(REGISTRY_READ_SCOPES) {
+        return sts_error("wrong scope");
+    }
+    let Some(subject) = field("subject_token").filter(|s| !s.is_empty()) else {
+        return sts_error("missing subject_token");
+    };
+    fed.subject_tokens.lock().unwrap().push(subject.to_owned());
+    if field("audience") != Some(WIF_AUDIENCE) {
+        // What Google's STS says when the provider does not exist or does not match.
+        return sts_error("The audience in ID Token does not match the expected audience.");
+    }
+    let n = fed.federated_issued.fetch_add(1, Ordering::SeqCst) + 1;
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({
+            "access_token": format!("ya29.federated-{n}"),
+            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+            "token_type": "Bearer",
+            "expires_in": fed.sts_lifetime_secs.load(Ordering::SeqCst),
+        })
+        .to_string(),
+    )
+}
+
+pub async fn generate_access_token(
+    State(fed): State<Arc<Federation>>,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    fed.iam_authorizations
+        .lock()
+        .unwrap()
+        .push(authorization.clone());
+    let latest = fed.federated_issued.load(Ordering::SeqCst);
+    if latest == 0 || authorization != format!("Bearer ya29.federated-{latest}") {
+        return iam_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
+    }
+    if fed.iam_forbidden.load(Ordering::SeqCst) {
+        return iam_error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).",
+        );
+    }
+    if target != format!("{CLIENT_EMAIL}:generateAccessToken") {
+        return iam_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "Unknown service account.",
+        );
+    }
+    if headers.get(header::CONTENT_TYPE) != Some(&HeaderValue::from_static("application/json")) {
+        return iam_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "content type");
+    }
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return iam_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "not JSON");
+    };
+    let scopes: Vec<&str> = REGISTRY_READ_SCOPES.split(' ').collect();
+    if request["scope"] != serde_json::json!(scopes) {
+        return iam_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "wrong scope");
+    }
+    if request["lifetime"].as_str() != Some(fed.expected_lifetime.lock().unwrap().as_str()) {
+        return iam_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "wrong lifetime",
+        );
+    }
+    if request.as_object().map(|o| o.len()) != Some(2) {
+        return iam_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "unknown field");
+    }
+    let n = fed.impersonated_issued.fetch_add(1, Ordering::SeqCst) + 1;
+    let expire = unix_now() as i64 + fed.iam_lifetime_secs.load(Ordering::SeqCst);
+    let expire_time = k8s_openapi::jiff::Timestamp::from_second(expire)
+        .unwrap()
+        .to_string();
+    json_response(
+        StatusCode::OK,
+        serde_json::json!({ "accessToken": format!("ya29.impersonated-{n}"), "expireTime": expire_time })
+            .to_string(),
+    )
+}
+
+/// Starts the loopback STS and IAM Credentials endpoints; returns them and their base URL
+/// (`{base}/v1/token` is the STS token URL, `{base}` the IAM Credentials base URL).
+pub async fn federation_endpoints() -> (Arc<Federation>, String) {
+    let fed = Arc::new(Federation {
+        sts_lifetime_secs: AtomicI64::new(3599),
+        iam_lifetime_secs: AtomicI64::new(3600),
+        expected_lifetime: Mutex::new("3600s".to_owned()),
+        subject_tokens: Mutex::new(Vec::new()),
+        exchanges: Mutex::new(Vec::new()),
+        iam_authorizations: Mutex::new(Vec::new()),
+        federated_issued: AtomicU64::new(0),
+        impersonated_issued: AtomicU64::new(0),
+        sts_canned: Mutex::new(VecDeque::new()),
+        iam_forbidden: std::sync::atomic::AtomicBool::new(false),
+    });
+    let router = Router::new()
+        .route("/v1/token", post(sts_handler))
+        .route(
+            "/v1/projects/-/serviceAccounts/{target}",
+            post(generate_access_token),
+        )
+        .with_state(fed.clone());
+    let addr = serve(router).await;
+    (fed, format!("http://{addr}"))
+}
+
+/// The credential config `gcloud iam workload-identity-pools create-cred-config` writes, with its
+/// endpoints on `base` and the subject token at `token_file`; impersonating [`CLIENT_EMAIL`] when
+/// `lifetime_secs` is given.
+pub fn credential_config(
+    base: &str,
+    audience: &str,
+    token_file: &std::path::Path,
+    lifetime_secs: Option<u64>,
+) -> String {
+    let mut v = serde_json::json!({
+        "universe_domain": "googleapis.com",
+        "type": "external_account",
+        "audience": audience,
+        "subject_token_type": SUBJECT_TOKEN_TYPE,
+        "token_url": format!("{base}/v1/token"),
+        "credential_source": {"file": token_file, "format": {"type": "text"}},
+    });
+    if let Some(secs) = lifetime_secs {
+        v["service_account_impersonation_url"] =
+            format!("{base}/v1/projects/-/serviceAccounts/{CLIENT_EMAIL}:generateAccessToken")
+                .into();
+        v["service_account_impersonation"] = serde_json::json!({ "token_lifetime_seconds": secs });
+    }
+    serde_json::to_string_pretty(&v).unwrap()
 }
