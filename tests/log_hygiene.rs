@@ -4,7 +4,9 @@
 //! Kubernetes API) with a process-wide tracing subscriber at TRACE for every crate (kube, hyper-util,
 //! tower, rustls through the `log` bridge, the injector itself), writing JSON and text into two
 //! in-memory buffers, through: the first Pod that creates the Secrets (a GCP JSON key, a basic-auth
-//! pair and a `.dockerconfigjson`), key and password rotation, invalid key files (one carries a
+//! pair, a `.dockerconfigjson`, and Workload Identity Federation whose subject token file appears
+//! late, whose first exchange STS refuses and whose first impersonation IAM refuses), key and
+//! password rotation, invalid key files (one carries a
 //! fresh private key, one is garbage with a secret in it), API 500 faults on create and on the
 //! rotation's update, a foreign Secret whose data the injector reads, and a config reload refused
 //! because credentials were pasted into it inline (a password and a key's JSON text in fields of the
@@ -285,12 +287,13 @@ fn test_options() -> ProvisionerOptions {
     }
 }
 
-const IMAGES: [&str; 3] = [
+const IMAGES: [&str; 4] = [
     "europe-west1-docker.pkg.dev/acme-prod/apps/api:1.8.0",
     "registry.corp.example:5000/team/app:2",
     "quay.io/acme/tool:3",
+    "registry.wif.example/team/job:4",
 ];
-const SECRETS: [&str; 3] = ["gcr-pull", "corp-pull", "quay-pull"];
+const SECRETS: [&str; 4] = ["gcr-pull", "corp-pull", "quay-pull", "wif-pull"];
 
 async fn admit(server: &TestServer, namespace: &str) -> serde_json::Value {
     let mut conn = server.client.connect().await.expect("connect");
@@ -355,6 +358,43 @@ async fn no_credential_reaches_the_logs_at_trace_level() {
         &[(".dockerconfigjson", quay_config.as_bytes())],
     );
 
+    // Workload Identity Federation: the subject token file is not there yet.
+    let (federation, federation_base) = support::gcp::federation_endpoints().await;
+    let tag = format!(".{}", unique("tag").replace('-', ""));
+    *federation.token_tag.lock().expect("lock") = tag;
+    for n in 1..=6 {
+        needles.add_with_base64(
+            &format!("federated token {n}"),
+            &federation.federated_token(n),
+        );
+        let token = federation.impersonated_token(n);
+        needles.add_with_base64(&format!("impersonated token {n}"), &token);
+        needles.add(
+            &format!("impersonated token {n} auth field"),
+            &base64::engine::general_purpose::STANDARD.encode(format!("oauth2accesstoken:{token}")),
+        );
+    }
+    let subject_token = format!("eyJhbGciOiJSUzI1NiJ9.{}.sig", unique("subject-token"));
+    needles.add_with_base64("subject token", &subject_token);
+    let mut token_dir = KubeletDir::create(&temp.path().join("sa-token"), &[]);
+    let credential_config = support::gcp::credential_config(
+        &federation_base,
+        support::gcp::WIF_AUDIENCE,
+        &token_dir.path().join("token"),
+        Some(3600),
+    );
+    let wif_dir = KubeletDir::create(
+        &temp.path().join("credentials/wif"),
+        &[("credential-config.json", credential_config.as_bytes())],
+    );
+    federation.sts_canned.lock().expect("lock").push_back(support::gcp::Canned::Status(
+        axum::http::StatusCode::BAD_REQUEST,
+        json!({"error": "invalid_grant", "error_description": "The audience in ID Token does not match the expected audience."}).to_string(),
+    ));
+    federation
+        .iam_fail_next
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+
     let config = format!(
         "registries:
 - name: gcp
@@ -372,11 +412,17 @@ async fn no_credential_reaches_the_logs_at_trace_level() {
   secretName: quay-pull
   credentials:
     dockerConfigJson: {{file: {quay}/.dockerconfigjson}}
+- name: wif
+  hosts: [registry.wif.example]
+  secretName: wif-pull
+  credentials:
+    gcpWorkloadIdentityFederation: {{credentialConfigFile: {wif}/credential-config.json}}
 provisioning: {{budget: 2s}}
 ",
         gcp = key_dir.path().display(),
         corp = basic_dir.path().display(),
         quay = quay_dir.path().display(),
+        wif = wif_dir.path().display(),
     );
 
     // --- The webhook with the provisioner against the fake API
@@ -400,8 +446,31 @@ provisioning: {{budget: 2s}}
         api.ensure_namespace(namespace);
     }
 
-    // 1. The first Pod creates the three Secrets.
+    // The federation fails on the missing subject token file; then the kubelet writes it.
+    wait_metric(
+        &server,
+        "pullsecret_injector_access_token_refresh_failures_total{registry=\"wif\"}",
+    )
+    .await;
+    token_dir.update(&[("token", subject_token.as_bytes())]);
+
+    // 1. The first Pod creates the Secrets (the federation's once STS and IAM have given in).
     admit(&server, "team-a").await;
+    assert!(
+        api.wait_for(CONVERGE, |a| SECRETS
+            .iter()
+            .all(|n| a.secret("team-a", n).is_some()))
+            .await,
+        "team-a never got every Secret"
+    );
+    assert!(
+        federation
+            .impersonated_issued
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+            && federation.iam_authorizations.lock().expect("lock").len() >= 2,
+        "the federation went through its refusals"
+    );
     for name in SECRETS {
         let secret = api.secret("team-a", name).expect("Secret created");
         let bytes = docker_config_bytes(&secret);
@@ -609,6 +678,10 @@ provisioning: {{budget: 2s}}
         "not managed by pullsecret-injector",
         "admission review answered",
         "new config refused",
+        // The federation's failures were logged, naming the file and the audience.
+        "cannot use the subject token file",
+        "token exchange for audience //iam.googleapis.com/projects/123456789012",
+        "HTTP 403: PERMISSION_DENIED",
         // The refused config's error was logged, naming its fields.
         "registries[0].credentials.basicAuth: expected a mapping, found a string",
         "registries[1].credentials.gcpJsonKey: expected a mapping, found a string",

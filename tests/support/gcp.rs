@@ -370,6 +370,20 @@ pub struct Federation {
     pub sts_canned: Mutex<VecDeque<Canned>>,
     /// Answer every impersonation with 403 PERMISSION_DENIED.
     pub iam_forbidden: std::sync::atomic::AtomicBool,
+    /// Answer this many impersonations with 403 PERMISSION_DENIED before working again.
+    pub iam_fail_next: AtomicU64,
+    /// Put into every token issued (`ya29.federated{tag}-1`), to make them long and unique.
+    pub token_tag: Mutex<String>,
+}
+
+impl Federation {
+    pub fn federated_token(&self, n: u64) -> String {
+        format!("ya29.federated{}-{n}", self.token_tag.lock().unwrap())
+    }
+
+    pub fn impersonated_token(&self, n: u64) -> String {
+        format!("ya29.impersonated{}-{n}", self.token_tag.lock().unwrap())
+    }
 }
 
 fn sts_error(description: &str) -> Response {
@@ -428,7 +442,7 @@ pub async fn sts_handler(
     json_response(
         StatusCode::OK,
         serde_json::json!({
-            "access_token": format!("ya29.federated-{n}"),
+            "access_token": fed.federated_token(n),
             "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
             "token_type": "Bearer",
             "expires_in": fed.sts_lifetime_secs.load(Ordering::SeqCst),
@@ -453,14 +467,18 @@ pub async fn generate_access_token(
         .unwrap()
         .push(authorization.clone());
     let latest = fed.federated_issued.load(Ordering::SeqCst);
-    if latest == 0 || authorization != format!("Bearer ya29.federated-{latest}") {
+    if latest == 0 || authorization != format!("Bearer {}", fed.federated_token(latest)) {
         return iam_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "Request had invalid authentication credentials.",
         );
     }
-    if fed.iam_forbidden.load(Ordering::SeqCst) {
+    let fail_now = fed
+        .iam_fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if fed.iam_forbidden.load(Ordering::SeqCst) || fail_now {
         return iam_error(
             StatusCode::FORBIDDEN,
             "PERMISSION_DENIED",
@@ -501,7 +519,7 @@ pub async fn generate_access_token(
         .to_string();
     json_response(
         StatusCode::OK,
-        serde_json::json!({ "accessToken": format!("ya29.impersonated-{n}"), "expireTime": expire_time })
+        serde_json::json!({ "accessToken": fed.impersonated_token(n), "expireTime": expire_time })
             .to_string(),
     )
 }
@@ -520,6 +538,8 @@ pub async fn federation_endpoints() -> (Arc<Federation>, String) {
         impersonated_issued: AtomicU64::new(0),
         sts_canned: Mutex::new(VecDeque::new()),
         iam_forbidden: std::sync::atomic::AtomicBool::new(false),
+        iam_fail_next: AtomicU64::new(0),
+        token_tag: Mutex::new(String::new()),
     });
     let router = Router::new()
         .route("/v1/token", post(sts_handler))
