@@ -43,7 +43,7 @@ FIXTURES=tests/fixtures/chart
 VALUES=$FIXTURES/values
 RELEASE=psi
 NAMESPACE=pullsecret-injector
-MODES=(helm certManager existing)
+MODES=(helm certManager existing federation)
 # base64 of "normalised by .ci/helm-checks.sh": still valid base64, so the goldens parse as Secrets.
 PLACEHOLDER=bm9ybWFsaXNlZCBieSAuY2kvaGVsbS1jaGVja3Muc2g=
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/pullsecret-injector-ci"
@@ -73,6 +73,7 @@ mode_args() {
     helm) echo "--set-file registries[0].gcpJsonKey.value=$VALUES/dummy-key.json" ;;
     certManager) echo "-f $VALUES/certManager.yaml" ;;
     existing) echo "-f $VALUES/existing.yaml" ;;
+    federation) echo "-f $VALUES/federation.yaml" ;;
     *) echo "unknown mode $1" >&2; return 1 ;;
   esac
 }
@@ -328,6 +329,20 @@ expect_failure "unknown certificates.mode" "/certificates/mode|'helm', 'certMana
 expect_failure "unknown preset" "/registries/0/preset|'gcp'" \
   -f /dev/stdin <<<'registries: [{name: ecr, preset: aws, secretName: ecr-pull}]'
 expect_failure "misspelt top-level value" "failurPolicy" "${KEY[@]}" --set failurPolicy=Fail
+expect_failure "federation credentialConfig that is not an external_account config" \
+  "registries[0] (gcp)|create-cred-config" \
+  -f /dev/stdin <<<'registries: [{name: gcp, preset: gcp, secretName: gcr-pull, gcpWorkloadIdentityFederation: {credentialConfig: "{\"type\": \"service_account\"}"}}]'
+expect_failure "federation credential config without credential_source.file" \
+  "registries[0] (gcp): the credential config has no credential_source.file" \
+  -f /dev/stdin <<<'registries: [{name: gcp, preset: gcp, secretName: gcr-pull, gcpWorkloadIdentityFederation: {credentialConfig: "{\"type\": \"external_account\", \"audience\": \"a\", \"credential_source\": {\"url\": \"http://x\"}}"}}]'
+expect_failure "federation with both credentialConfig and inline fields" "credentialConfig or audience" \
+  -f /dev/stdin <<<'registries: [{name: gcp, preset: gcp, secretName: gcr-pull, gcpWorkloadIdentityFederation: {credentialConfig: "{}", serviceAccount: a@b.iam.gserviceaccount.com}}]'
+expect_failure "federation without credentialConfig or audience" "needs credentialConfig" \
+  -f /dev/stdin <<<'registries: [{name: gcp, preset: gcp, secretName: gcr-pull, gcpWorkloadIdentityFederation: {serviceAccount: a@b.iam.gserviceaccount.com}}]'
+expect_failure "federation audience that is not a provider" "/registries/0/gcpWorkloadIdentityFederation/audience|does not match pattern" \
+  -f /dev/stdin <<<'registries: [{name: gcp, preset: gcp, secretName: gcr-pull, gcpWorkloadIdentityFederation: {audience: "projects/my-project/pools/p"}}]'
+expect_failure "projected token shorter than the API server allows" "/registries/0/gcpWorkloadIdentityFederation/tokenExpirationSeconds|minimum" \
+  -f /dev/stdin <<<'registries: [{name: gcp, preset: gcp, secretName: gcr-pull, gcpWorkloadIdentityFederation: {audience: "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/pool/providers/prov", tokenExpirationSeconds: 60}}]'
 expect_failure "default values without a GCP key" \
   "--set-file registries[0].gcpJsonKey.value=key.json|gcpJsonKey.existingSecret"
 expect_failure "two credential sources on one registry" "registries[0] (gcp)|at most one credential source" \

@@ -29,7 +29,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-const MODES: &[&str] = &["helm", "certManager", "existing"];
+/// The goldens: one per certificate mode, and `federation` (helm certificates, keyless registries).
+const MODES: &[&str] = &["helm", "certManager", "existing", "federation"];
 const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-node-lease"];
 const NAME_SCOPED_VERBS: &[&str] = &["get", "patch", "list", "watch"];
 /// The binary's metadata-only watch of Namespaces (which exist, which are terminating, their labels).
@@ -1419,7 +1420,7 @@ fn volumes_cover_config_tls_and_credentials() {
         );
         let tls_secret_name = tls_secret_name.unwrap_or_default();
         match m {
-            "helm" => match g.secret(&tls_secret_name) {
+            "helm" | "federation" => match g.secret(&tls_secret_name) {
                 None => check!(
                     p,
                     m,
@@ -1485,7 +1486,36 @@ fn volumes_cover_config_tls_and_credentials() {
                 );
                 continue;
             };
-            let Some(secret) = volume(&mount.name).and_then(|v| v.secret) else {
+            let mounted = volume(&mount.name);
+            // A federation's credential config: a key of the chart's ConfigMap (no secret in it).
+            if let Some(source) = mounted.as_ref().and_then(|v| v.config_map.as_ref()) {
+                let cm: ConfigMap = g.one("ConfigMap");
+                check!(
+                    p,
+                    m,
+                    Some(&source.name) == cm.metadata.name.as_ref()
+                        && cm.data.as_ref().is_some_and(|d| d.contains_key(&rest)),
+                    "registry {registry}: the ConfigMap has no key {rest:?} (config reads {path})"
+                );
+                continue;
+            }
+            // A federation's subject token: a projected ServiceAccount token of that file name.
+            if let Some(projected) = mounted.as_ref().and_then(|v| v.projected.as_ref()) {
+                let projects_it = projected.sources.iter().flatten().any(|s| {
+                    s.service_account_token
+                        .as_ref()
+                        .is_some_and(|t| t.path == rest)
+                });
+                check!(
+                    p,
+                    m,
+                    projects_it,
+                    "registry {registry}: volume {} projects no ServiceAccount token to {rest:?} (for {path})",
+                    mount.name
+                );
+                continue;
+            }
+            let Some(secret) = mounted.and_then(|v| v.secret) else {
                 check!(
                     p,
                     m,
@@ -1548,6 +1578,103 @@ fn volumes_cover_config_tls_and_credentials() {
         }
     }
     p.finish();
+}
+
+/// Keyless on any cluster: every federation registry's subject token file, whether the credential
+/// config in the ConfigMap names it or the inline fields do, is a projected ServiceAccount token
+/// of the provider's audience, short-lived; the credential configs parse with the binary and hold
+/// no secret.
+#[test]
+fn federation_mounts_the_projected_token_where_the_credential_config_names_it() {
+    use pullsecret_injector::provisioning::gcp_auth::ExternalAccount;
+    let g = Golden::load("federation");
+    let cm: ConfigMap = g.one("ConfigMap");
+    let data = cm.data.clone().unwrap_or_default();
+    let pod = g.pod_spec();
+    let mounts = g.container().volume_mounts.unwrap_or_default();
+    let volumes = pod.volumes.unwrap_or_default();
+    let config_dir = format!(
+        "{}/",
+        arg_value(&g.args(), "--config")
+            .and_then(|c| c.rsplit_once('/').map(|(dir, _)| dir.to_owned()))
+            .unwrap_or_default()
+    );
+    let mut checked = 0;
+    for r in g.config()["registries"].as_array().into_iter().flatten() {
+        let name = r["name"].as_str().unwrap_or("?");
+        let federation = &r["credentials"]["gcpWorkloadIdentityFederation"];
+        if federation.is_null() {
+            continue;
+        }
+        let (audience, token_file) = match federation["credentialConfigFile"].as_str() {
+            Some(file) => {
+                let key = file.strip_prefix(&config_dir).unwrap_or(file);
+                let text = data
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{name}: no ConfigMap key {key}"));
+                assert!(
+                    !text.contains("private_key") && !text.contains("client_secret"),
+                    "{name}: a secret in the ConfigMap"
+                );
+                let account = ExternalAccount::parse(text.as_bytes())
+                    .unwrap_or_else(|e| panic!("{name}: the binary refuses {key}: {e}"));
+                (
+                    account.audience().to_owned(),
+                    account.subject_token_file().display().to_string(),
+                )
+            }
+            None => (
+                federation["audience"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                federation["subjectTokenFile"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+        };
+        let (dir, file_name) = token_file.rsplit_once('/').expect("absolute path");
+        let mount = mounts
+            .iter()
+            .find(|m| m.mount_path == dir)
+            .unwrap_or_else(|| panic!("{name}: nothing mounted at {dir}"));
+        assert!(
+            mount.read_only == Some(true) && mount.sub_path.is_none(),
+            "{name}"
+        );
+        let volume = volumes
+            .iter()
+            .find(|v| v.name == mount.name)
+            .expect("volume");
+        let token = volume
+            .projected
+            .as_ref()
+            .and_then(|p| p.sources.as_ref())
+            .and_then(|s| s.iter().find_map(|s| s.service_account_token.clone()))
+            .unwrap_or_else(|| panic!("{name}: {dir} is not a projected ServiceAccount token"));
+        assert_eq!(token.path, file_name, "{name}");
+        assert_eq!(
+            token.audience.as_deref(),
+            Some(format!("https:{audience}").as_str()),
+            "{name}: the provider's default allowed audience"
+        );
+        let expiration = token.expiration_seconds.unwrap_or(3600);
+        assert!(
+            (600..=3600).contains(&expiration),
+            "{name}: expirationSeconds {expiration}"
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 3,
+        "the federation golden has three federation registries"
+    );
+    // Nothing of a key anywhere: no Secret carries credentials for these registries.
+    for secret in g.typed::<Secret>("Secret") {
+        let name = secret.metadata.name.unwrap_or_default();
+        assert!(name.ends_with("-tls"), "unexpected Secret {name}");
+    }
 }
 
 #[test]

@@ -129,14 +129,18 @@ behind the config's namespaceSelector and the webhook's namespaceSelector.
 {{/*
 Normalised registries, as a JSON list. Each item:
   name, secretName, hosts, preset   - copied from values
-  kind                              - "gcpJsonKey" | "basicAuth" | "dockerConfigJson" | "gcpWorkloadIdentity" | "" (no credentials)
-  mount                             - whether a credential Secret is mounted (false for gcpWorkloadIdentity)
+  kind                              - "gcpJsonKey" | "basicAuth" | "dockerConfigJson" | "gcpWorkloadIdentity"
+                                      | "gcpWorkloadIdentityFederation" | "" (no credentials)
+  mount                             - whether a credential Secret is mounted (false for the keyless kinds)
   sourceSecret                      - Secret mounted at credentials/<name>/ ("" when kind is "")
   createSecret                      - true when the chart creates sourceSecret from inline values
   data                              - {key: plain text} for the Secret the chart creates
   keys                              - keys of sourceSecret that are mounted (volume items)
   volumeName, mountPath
   credentials                       - the `credentials` block of the binary's config
+  configFiles                       - {key: text} added to the config ConfigMap (a federation's credential config)
+  projectedToken                    - gcpWorkloadIdentityFederation: the projected ServiceAccount token
+                                      {volumeName, mountPath, path, audience, expirationSeconds}; else {}
 All value errors that JSON schema cannot express (duplicates, two credential sources, missing
 inline value) fail here with a message naming the registry.
 */}}
@@ -175,7 +179,7 @@ inline value) fail here with a message naming the registry.
 {{- end }}
 {{- $_ := set $secretNames $secretName $name }}
 {{- $kinds := list }}
-{{- range $k := list "gcpJsonKey" "basicAuth" "dockerConfigJson" "gcpWorkloadIdentity" }}
+{{- range $k := list "gcpJsonKey" "basicAuth" "dockerConfigJson" "gcpWorkloadIdentity" "gcpWorkloadIdentityFederation" }}
 {{- if or (get $r $k) (and (eq $k "gcpWorkloadIdentity") (kindIs "map" (get $r $k))) }}
 {{- $kinds = append $kinds $k }}
 {{- end }}
@@ -184,7 +188,7 @@ inline value) fail here with a message naming the registry.
 {{- fail (printf "%s: set at most one credential source, got %s" $where (join ", " $kinds)) }}
 {{- end }}
 {{- $mountPath := printf "%s/%s" $credDir $name }}
-{{- $item := dict "name" $name "secretName" $secretName "hosts" ($r.hosts | default list) "preset" ($r.preset | default "") "kind" "" "mount" false "sourceSecret" "" "createSecret" false "data" dict "keys" list "volumeName" (printf "cred-%s" $name | trunc 63 | trimSuffix "-") "mountPath" $mountPath "credentials" dict }}
+{{- $item := dict "name" $name "secretName" $secretName "hosts" ($r.hosts | default list) "preset" ($r.preset | default "") "kind" "" "mount" false "sourceSecret" "" "createSecret" false "data" dict "keys" list "volumeName" (printf "cred-%s" $name | trunc 63 | trimSuffix "-") "mountPath" $mountPath "credentials" dict "configFiles" dict "projectedToken" dict }}
 {{- $generated := printf "%s-%s-credentials" $fullname $name }}
 {{- if $r.gcpJsonKey }}
 {{- $c := $r.gcpJsonKey }}
@@ -252,6 +256,43 @@ inline value) fail here with a message naming the registry.
 {{- if $c.serviceAccount }}{{- $_ := set $wi "serviceAccount" $c.serviceAccount }}{{- end }}
 {{- if $c.metadataUrl }}{{- $_ := set $wi "metadataUrl" $c.metadataUrl }}{{- end }}
 {{- $_ := set $item "credentials" (dict "gcpWorkloadIdentity" $wi) }}
+{{- else if $r.gcpWorkloadIdentityFederation }}
+{{- /* Keyless on any cluster: the projected ServiceAccount token is exchanged at Google's STS.
+       The credential config holds no secret: it goes into the config ConfigMap, and the token is
+       mounted at the path it names. */}}
+{{- $c := $r.gcpWorkloadIdentityFederation }}
+{{- $_ := set $item "kind" "gcpWorkloadIdentityFederation" }}
+{{- $audience := "" }}
+{{- $file := "" }}
+{{- if $c.credentialConfig }}
+{{- if or $c.audience $c.serviceAccount $c.tokenLifetime }}
+{{- fail (printf "%s: gcpWorkloadIdentityFederation takes credentialConfig or audience (with serviceAccount, tokenLifetime), not both" $where) }}
+{{- end }}
+{{- $cfg := fromJson $c.credentialConfig }}
+{{- if or (hasKey $cfg "Error") (ne (toString $cfg.type) "external_account") }}
+{{- fail (printf "%s: gcpWorkloadIdentityFederation.credentialConfig must be the JSON that `gcloud iam workload-identity-pools create-cred-config` writes (\"type\": \"external_account\"): --set-file registries[%d].gcpWorkloadIdentityFederation.credentialConfig=credential-config.json" $where $i) }}
+{{- end }}
+{{- $audience = required (printf "%s: the credential config has no audience" $where) $cfg.audience }}
+{{- $file = dig "credential_source" "file" "" $cfg }}
+{{- if not $file }}
+{{- fail (printf "%s: the credential config has no credential_source.file: create it with --credential-source-file=/var/run/secrets/pullsecret-injector/wif/%s/token" $where $name) }}
+{{- end }}
+{{- $key := printf "federation-%s.json" $name }}
+{{- $_ := set $item "configFiles" (dict $key $c.credentialConfig) }}
+{{- $_ := set $item "credentials" (dict "gcpWorkloadIdentityFederation" (dict "credentialConfigFile" (printf "%s/%s" (include "pullsecret-injector.configDir" $root) $key))) }}
+{{- else }}
+{{- $audience = required (printf "%s: gcpWorkloadIdentityFederation needs credentialConfig (the create-cred-config output) or audience (the provider: //iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER)" $where) $c.audience }}
+{{- $file = printf "/var/run/secrets/pullsecret-injector/wif/%s/token" $name }}
+{{- $f := dict "audience" $audience "subjectTokenFile" $file }}
+{{- if $c.serviceAccount }}{{- $_ := set $f "serviceAccount" $c.serviceAccount }}{{- end }}
+{{- if $c.tokenLifetime }}{{- $_ := set $f "tokenLifetime" (toString $c.tokenLifetime) }}{{- end }}
+{{- $_ := set $item "credentials" (dict "gcpWorkloadIdentityFederation" $f) }}
+{{- end }}
+{{- if or (not (isAbs $file)) (eq (dir $file) "/") (hasPrefix "/etc/pullsecret-injector/" $file) }}
+{{- fail (printf "%s: the subject token file must be an absolute path in a directory of its own, outside /etc/pullsecret-injector (e.g. /var/run/secrets/pullsecret-injector/wif/%s/token)" $where $name) }}
+{{- end }}
+{{- $tokenAudience := $c.tokenAudience | default (printf "https:%s" $audience) }}
+{{- $_ := set $item "projectedToken" (dict "volumeName" (printf "wif-token-%s" $name | trunc 63 | trimSuffix "-") "mountPath" (dir $file) "path" (base $file) "audience" $tokenAudience "expirationSeconds" (int ($c.tokenExpirationSeconds | default 600))) }}
 {{- end }}
 {{- $out = append $out $item }}
 {{- end }}
