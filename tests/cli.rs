@@ -634,3 +634,64 @@ fn serve_listens_on_a_host_name() {
     assert!(parse("127.0.0.1:9443").is_ok());
     assert!(parse("localhost").is_err(), "a port is required");
 }
+
+#[test]
+fn check_config_validates_a_workload_identity_federation_credential_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audience = "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/home-lab/providers/k3s-cluster";
+    let credential_config = |audience: &str, token_url: &str| {
+        serde_json::json!({
+            "type": "external_account",
+            "audience": audience,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": token_url,
+            "credential_source": {"file": "/var/run/secrets/pullsecret-injector/wif/gcp/token", "format": {"type": "text"}},
+            "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/puller@acme.iam.gserviceaccount.com:generateAccessToken",
+        })
+        .to_string()
+    };
+    let file = dir.path().join("credential-config.json");
+    let config = format!(
+        "registries:\n- name: gcp\n  preset: gcp\n  secretName: gcr-pull\n  credentials:\n    gcpWorkloadIdentityFederation: {{credentialConfigFile: {}}}\n",
+        file.display()
+    );
+
+    std::fs::write(
+        &file,
+        credential_config(audience, "https://sts.googleapis.com/v1/token"),
+    )
+    .expect("write");
+    let (ok, output) = check_config(dir.path(), &config);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains(&format!(
+            "gcpWorkloadIdentityFederation from {}",
+            file.display()
+        )),
+        "{output}"
+    );
+
+    for (bad, needle) in [
+        (
+            credential_config(audience, "http://sts.example.com/v1/token"),
+            "\"token_url\" must use https",
+        ),
+        (
+            credential_config(
+                "//iam.googleapis.com/projects/my-project/pools/p",
+                "https://sts.googleapis.com/v1/token",
+            ),
+            "\"audience\" must be //iam.googleapis.com/projects/PROJECT_NUMBER",
+        ),
+        (
+            "{\"type\": \"external_account\"}".to_owned(),
+            "missing field \"audience\"",
+        ),
+    ] {
+        std::fs::write(&file, &bad).expect("write");
+        let (ok, output) = check_config(dir.path(), &config);
+        assert!(!ok, "accepted {bad}: {output}");
+        assert!(output.contains(needle), "{needle}: {output}");
+        assert!(output.contains(&file.display().to_string()), "{output}");
+    }
+}
