@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::admission::HostPattern;
 use crate::duration::{format_duration, parse_go_duration};
 use crate::names::{is_dns1123_label, is_dns1123_subdomain};
+use crate::provisioning::gcp_auth::{ExternalAccount, TokenError};
 
 mod shape;
 
@@ -148,13 +149,8 @@ pub struct InlineFederation {
 
 impl InlineFederation {
     /// The token flow these fields describe.
-    pub fn external_account(
-        &self,
-    ) -> Result<
-        crate::provisioning::gcp_auth::ExternalAccount,
-        crate::provisioning::gcp_auth::TokenError,
-    > {
-        crate::provisioning::gcp_auth::ExternalAccount::from_fields(
+    pub fn external_account(&self) -> Result<ExternalAccount, TokenError> {
+        ExternalAccount::from_fields(
             &self.audience,
             &self.subject_token_file,
             self.service_account.as_deref(),

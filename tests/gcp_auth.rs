@@ -859,3 +859,28 @@ fn external_account_debug_and_errors_show_no_token() {
     let err = ExternalAccount::parse(http_outside_loopback.as_bytes()).expect_err("http");
     assert!(err.to_string().contains("must use https"), "{err}");
 }
+
+#[tokio::test]
+async fn json_subject_token_is_read_from_its_field_and_oversized_files_are_refused() {
+    let (fed, base) = federation_endpoints().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token.json");
+    std::fs::write(
+        &token_file,
+        r#"{"id_token": "subject-from-json", "other": 1}"#,
+    )
+    .unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&credential_config(&base, WIF_AUDIENCE, &token_file, None)).unwrap();
+    config["credential_source"]["format"] =
+        serde_json::json!({"type": "json", "subject_token_field_name": "id_token"});
+    let source = external_account(&config.to_string());
+    let http = client();
+    source.fetch(&http).await.expect("token");
+    assert_eq!(*fed.subject_tokens.lock().unwrap(), ["subject-from-json"]);
+
+    std::fs::write(&token_file, vec![b'x'; 100 * 1024]).unwrap();
+    let err = source.fetch(&http).await.expect_err("oversized");
+    assert!(err.to_string().contains("larger than"), "{err}");
+    assert_eq!(fed.exchanges.lock().unwrap().len(), 1, "nothing sent");
+}

@@ -21,6 +21,7 @@ use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Uri};
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::io::AsyncReadExt as _;
 
 use super::{
     AccessToken, HttpClient, REGISTRY_READ_SCOPES, RawResponse, TokenError, clip, is_loopback_host,
@@ -291,7 +292,12 @@ impl ExternalAccount {
             path: path.clone(),
             reason,
         };
-        let bytes = tokio::fs::read(path)
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| problem(e.to_string()))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_SUBJECT_TOKEN_BYTES + 1)
+            .read_to_end(&mut bytes)
             .await
             .map_err(|e| problem(e.to_string()))?;
         if bytes.len() as u64 > MAX_SUBJECT_TOKEN_BYTES {
