@@ -5,8 +5,9 @@
 #   UPDATE_GOLDEN=1 bash .ci/helm-checks.sh # rewrite tests/fixtures/chart/<mode>.yaml from the chart
 #
 # What it checks (each line of output is one check; the last line is "helm-checks: N passed, M failed"):
-#   1. helm lint --strict, once per certificate mode (helm = the default values + a dummy key), and
-#      NOTES.txt renders (helm install --dry-run=client) with the how-to-check instructions.
+#   1. helm lint --strict, once per certificate mode (helm = the default values + a dummy key; every
+#      mode names an image), and NOTES.txt renders (helm install --dry-run=client) with the
+#      how-to-check instructions.
 #   2. helm template per mode (fixed release "psi", namespace "pullsecret-injector"), generated
 #      certificate material (tls.crt / tls.key / ca.crt / caBundle) replaced by a fixed placeholder,
 #      compared with the goldens tests/fixtures/chart/<mode>.yaml (tests/chart_wiring.rs reads them).
@@ -14,7 +15,8 @@
 #   3. helm mode reuses the TLS Secret of a previous release through `lookup` (rendered with
 #      --dry-run=server against a local fake API server that holds such a Secret), and generates a
 #      new one when the stored Secret is incomplete.
-#   4. Bad values fail `helm template` with a message that says what is wrong.
+#   4. Bad values fail `helm template` with a message that says what is wrong; so do the default values
+#      without image.repository (no image is published), for `helm install` too.
 #   5. The rendered manifests are valid Kubernetes objects, without a cluster:
 #      a. `kubectl apply --dry-run=client --validate=false` against a loopback fake API server that
 #         only answers discovery (so kubectl can build its REST mappings: every apiVersion/kind must
@@ -67,13 +69,15 @@ fail() {
   if [ -n "${2:-}" ] && [ -s "$2" ]; then sed 's/^/       | /' "$2" | head -n 80; fi
 }
 
+# No image is published: every render names one (a documentation registry, never pulled).
+IMAGE_ARGS="--set image.repository=registry.example.com/pullsecret-injector"
 # Extra helm arguments of each certificate mode.
 mode_args() {
   case "$1" in
-    helm) echo "--set-file registries[0].gcpJsonKey.value=$VALUES/dummy-key.json" ;;
-    certManager) echo "-f $VALUES/certManager.yaml" ;;
-    existing) echo "-f $VALUES/existing.yaml" ;;
-    federation) echo "-f $VALUES/federation.yaml" ;;
+    helm) echo "$IMAGE_ARGS --set-file registries[0].gcpJsonKey.value=$VALUES/dummy-key.json" ;;
+    certManager) echo "$IMAGE_ARGS -f $VALUES/certManager.yaml" ;;
+    existing) echo "$IMAGE_ARGS -f $VALUES/existing.yaml" ;;
+    federation) echo "$IMAGE_ARGS -f $VALUES/federation.yaml" ;;
     *) echo "unknown mode $1" >&2; return 1 ;;
   esac
 }
@@ -109,6 +113,18 @@ for mode in "${MODES[@]}"; do
     pass "NOTES.txt renders and explains how to check the injection ($mode)"
   else
     fail "NOTES.txt renders and explains how to check the injection ($mode)" "$TMP/notes.log"
+  fi
+  # preset gcp is shown as the hosts it stands for (the certManager values add one more).
+  if [ "$mode" = certManager ]; then
+    want='  - gcp: Secret "gcr-pull" for images on gcr.io, *.gcr.io, *-docker.pkg.dev, docker.*.rep.pkg.dev, europe-west4-docker.pkg.dev (preset gcp + hosts)'
+  else
+    want='  - gcp: Secret "gcr-pull" for images on gcr.io, *.gcr.io, *-docker.pkg.dev, docker.*.rep.pkg.dev (preset gcp)'
+  fi
+  if grep -qxF -- "$want" "$TMP/notes.log"; then
+    pass "NOTES.txt names the hosts of preset gcp ($mode)"
+  else
+    echo "no line: $want" >>"$TMP/notes.log"
+    fail "NOTES.txt names the hosts of preset gcp ($mode)" "$TMP/notes.log"
   fi
 done
 
@@ -147,6 +163,16 @@ if render helm "$TMP/nopolicy.yaml" --set admissionPolicy.enabled=false 2>"$TMP/
   pass "admissionPolicy.enabled=false leaves out the ValidatingAdmissionPolicy and its binding"
 else
   fail "admissionPolicy.enabled=false leaves out the ValidatingAdmissionPolicy and its binding" "$TMP/render.log"
+fi
+
+# One replica: no PodDisruptionBudget, which would block every node drain (minAvailable 1) or protect
+# nothing; the golden with three replicas has one.
+if render helm "$TMP/single.yaml" --set replicaCount=1 2>"$TMP/render.log" \
+  && ! grep -qE '^kind: PodDisruptionBudget$' "$TMP/single.yaml" \
+  && grep -qE '^kind: PodDisruptionBudget$' "$TMP/existing.raw.yaml"; then
+  pass "replicaCount=1 renders no PodDisruptionBudget (node drains are not blocked)"
+else
+  fail "replicaCount=1 renders no PodDisruptionBudget (node drains are not blocked)" "$TMP/render.log"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -291,9 +317,10 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # 4. bad values must fail with a clear message
-expect_failure() { # expect_failure DESCRIPTION 'substring|substring...' helm-args...
+expect_failure() { # expect_failure DESCRIPTION 'substring|substring...' helm-args... (the image is set first)
   local what=$1 wanted=$2; shift 2
-  if helm template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "$@" >"$TMP/bad.out" 2>"$TMP/bad.err"; then
+  # shellcheck disable=SC2086
+  if helm template "$RELEASE" "$CHART" --namespace "$NAMESPACE" $IMAGE_ARGS "$@" >"$TMP/bad.out" 2>"$TMP/bad.err"; then
     echo "helm template succeeded, expected a failure" >"$TMP/bad.err"
     fail "bad values rejected: $what" "$TMP/bad.err"
     return
@@ -310,6 +337,17 @@ expect_failure() { # expect_failure DESCRIPTION 'substring|substring...' helm-ar
   pass "bad values rejected: $what"
 }
 KEY=(--set-file "registries[0].gcpJsonKey.value=$VALUES/dummy-key.json")
+expect_failure "no image.repository (no image is published)" \
+  "image.repository is required|README.md, section \"Build the image\"|docker buildx build --platform linux/amd64,linux/arm64|--set image.repository=REGISTRY/pullsecret-injector" \
+  "${KEY[@]}" --set image.repository=
+if helm install "$RELEASE" "$CHART" --dry-run=client --namespace "$NAMESPACE" "${KEY[@]}" >"$TMP/bad.out" 2>"$TMP/bad.err"; then
+  echo "helm install succeeded with the default values' image" >"$TMP/bad.err"
+  fail "helm install without image.repository stops and says how to build the image" "$TMP/bad.err"
+elif grep -qF 'image.repository is required' "$TMP/bad.err" && grep -qF 'Build the image' "$TMP/bad.err"; then
+  pass "helm install without image.repository stops and says how to build the image"
+else
+  fail "helm install without image.repository stops and says how to build the image" "$TMP/bad.err"
+fi
 expect_failure "registry without hosts and without preset" \
   "/registries/0|missing property 'hosts'" \
   --set 'registries[0].name=harbor' --set 'registries[0].secretName=harbor-pull'
@@ -364,6 +402,9 @@ expect_failure "certificates.mode=existing without caBundle" "needs certificates
   "${KEY[@]}" --set certificates.mode=existing --set certificates.existingSecret=my-tls
 expect_failure "ServiceMonitor without the metrics port" "needs metrics.enabled=true" \
   "${KEY[@]}" --set metrics.enabled=false --set metrics.serviceMonitor.enabled=true
+expect_failure "PodDisruptionBudget minAvailable not below replicaCount" \
+  "podDisruptionBudget.minAvailable (2) must be less than replicaCount (2)" \
+  "${KEY[@]}" --set podDisruptionBudget.minAvailable=2
 expect_failure "preStop sleep as long as the grace period" "must be less than terminationGracePeriodSeconds" \
   "${KEY[@]}" --set preStopSleepSeconds=30
 expect_failure "namespaceSelector with an unknown operator" "/namespaceSelector/matchExpressions/0/operator|'In', 'NotIn', 'Exists', 'DoesNotExist'" \

@@ -7,7 +7,7 @@
 //! - Pods with 1, 10 and 100 containers.
 //!
 //! ```sh
-//! cargo bench --bench admission
+//! cargo bench --profile dist --bench admission
 //! ```
 
 use std::hint::black_box;

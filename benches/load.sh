@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# HTTPS load test of the release webhook against a no-op baseline, measured in the same run.
+# HTTPS load test of the shipped webhook (profile dist) against a no-op baseline, measured in the same run.
 #
 #   bash benches/load.sh                # from the repository root; ~4.5 min after the build
-#   SKIP_BUILD=1 bash benches/load.sh   # reuse target/release binaries
+#   SKIP_BUILD=1 bash benches/load.sh   # reuse target/dist binaries
 #   OUT=target/load.json bash benches/load.sh   # also keep every phase's raw JSON
 #   PERF_DIR=target/perf bash benches/load.sh   # also `perf record` the server in every phase
 #                                               # (its CPU figures then include perf's own cost;
@@ -11,7 +11,7 @@
 #                                               # context switches and page faults per request
 #
 # What it does:
-#   1. cargo build --release --bin pullsecret-injector --examples
+#   1. cargo build --profile dist --bin pullsecret-injector --examples
 #   2. dev certificates (pullsecret-injector dev-certs), a GCP service-account key made now (openssl), a
 #      config with a gcpJsonKey credential source (so the provisioner runs and talks to the API);
 #   3. starts examples/fake_api_server (the test suite's fake Kubernetes API, RBAC on, gcr-pull allowed,
@@ -52,11 +52,11 @@ WEBHOOK_LOG=${WEBHOOK_LOG:-info}
 PERF_STAT_EVENTS=${PERF_STAT_EVENTS:-task-clock,context-switches,cpu-migrations,page-faults,sched:sched_wakeup,raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto}
 
 if [ -z "${SKIP_BUILD:-}" ]; then
-  cargo build --release --bin pullsecret-injector --examples
+  cargo build --profile dist --bin pullsecret-injector --examples
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET_DIR/release/pullsecret-injector
-EX=$TARGET_DIR/release/examples
+BIN=$TARGET_DIR/dist/pullsecret-injector
+EX=$TARGET_DIR/dist/examples
 for f in "$BIN" "$EX/loadgen" "$EX/noop_webhook" "$EX/fake_api_server"; do
   [ -x "$f" ] || { echo "load.sh: $f is missing (build first)" >&2; exit 1; }
 done

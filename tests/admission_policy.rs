@@ -584,3 +584,123 @@ fn policy_stays_within_the_evaluated_subset() {
         }
     }
 }
+
+/// The MutatingWebhookConfiguration's `matchConditions`, against Pod CREATEs: the webhook's own Pods
+/// (the golden Deployment's template, in the release namespace) are not sent to it; every other Pod
+/// is, labelled or not, and no condition errs (an error would fail or skip the call by
+/// `failurePolicy`).
+#[test]
+fn webhook_match_conditions_skip_only_the_webhooks_own_pods() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    let env = cel::Env::stdlib();
+    for mode in MODES {
+        let objects = load(mode);
+        let webhook: MutatingWebhookConfiguration =
+            one(&objects, "MutatingWebhookConfiguration", mode);
+        let deployment: Deployment = one(&objects, "Deployment", mode);
+        let release_namespace = deployment.metadata.namespace.clone().expect("namespace");
+        let own_labels = deployment
+            .spec
+            .template
+            .metadata
+            .and_then(|m| m.labels)
+            .expect("the Deployment's Pod template has labels");
+        let conditions: Vec<(String, cel::Program)> = webhook
+            .webhooks
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|w| w.match_conditions.unwrap_or_default())
+            .map(|c| {
+                let program = env.compile(&c.expression).unwrap_or_else(|e| {
+                    panic!("[{mode}] matchCondition {:?} does not compile: {e}", c.name)
+                });
+                for f in program.references().functions() {
+                    assert!(
+                        EVALUATED_SUBSET.contains(&f),
+                        "[{mode}] matchCondition {:?} calls {f:?}, not evaluated as Kubernetes does",
+                        c.name
+                    );
+                }
+                (c.name, program)
+            })
+            .collect();
+        assert!(
+            !conditions.is_empty(),
+            "[{mode}] the webhook has no matchConditions"
+        );
+
+        let pod = |labels: Option<Value>| {
+            let mut metadata = json!({"name": "p"});
+            if let Some(labels) = labels {
+                metadata["labels"] = labels;
+            }
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                   "spec": {"containers": [{"name": "a", "image": "gcr.io/p/a"}]}})
+        };
+        let own = json!(own_labels);
+        let mut other_instance = own.clone();
+        other_instance["app.kubernetes.io/instance"] = json!("another-release");
+        let mut name_only = json!({});
+        name_only["app.kubernetes.io/name"] = own["app.kubernetes.io/name"].clone();
+        let cases = [
+            (
+                "the webhook's own Pod",
+                &release_namespace[..],
+                pod(Some(own.clone())),
+                false,
+            ),
+            (
+                "the same labels in another namespace",
+                APP_NAMESPACE,
+                pod(Some(own)),
+                true,
+            ),
+            (
+                "a Pod without labels, release namespace",
+                &release_namespace[..],
+                pod(None),
+                true,
+            ),
+            ("a Pod without labels", APP_NAMESPACE, pod(None), true),
+            ("empty labels", APP_NAMESPACE, pod(Some(json!({}))), true),
+            (
+                "another release's Pod",
+                &release_namespace[..],
+                pod(Some(other_instance)),
+                true,
+            ),
+            (
+                "only the name label",
+                &release_namespace[..],
+                pod(Some(name_only)),
+                true,
+            ),
+        ];
+        for (what, namespace, object, called) in cases {
+            let mut ctx = cel::Context::default();
+            let request = json!({
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": namespace,
+                "operation": "CREATE",
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            });
+            ctx.add_variable("request", request).expect("binds");
+            ctx.add_variable("object", object).expect("binds");
+            ctx.add_variable("oldObject", Value::Null).expect("binds");
+            let mut all_true = true;
+            for (name, program) in &conditions {
+                match program.execute(&ctx) {
+                    Ok(cel::Value::Bool(b)) => all_true &= b,
+                    other => panic!("[{mode}] {what}: matchCondition {name:?} gave {other:?}"),
+                }
+            }
+            assert_eq!(
+                all_true, called,
+                "[{mode}] {what} in {namespace}: the webhook is called = {all_true}, want {called}"
+            );
+        }
+    }
+}

@@ -1824,8 +1824,72 @@ fn pods_are_hardened_and_drain_gracefully() {
             labels_match(&selector, &pod_labels(&g.deployment())),
             "PodDisruptionBudget: selector {selector:?} does not select the Deployment's Pods"
         );
+        // ...and lets a drain evict one healthy Pod: more than one replica, and a budget below it.
+        let replicas = g.deployment().spec.replicas.unwrap_or(1);
+        let pdb_spec = pdb.spec.clone().unwrap_or_default();
+        let evictable = match (&pdb_spec.min_available, &pdb_spec.max_unavailable) {
+            (Some(IntOrString::Int(min)), _) => *min < replicas,
+            (None, Some(IntOrString::Int(max))) => *max >= 1,
+            (None, None) => true,
+            other => {
+                panic!("[{m}] PodDisruptionBudget: a percentage {other:?} is not checked here")
+            }
+        };
+        check!(
+            p,
+            m,
+            replicas > 1 && evictable,
+            "PodDisruptionBudget: with {replicas} replicas, {pdb_spec:?} blocks node drains"
+        );
     }
     p.finish();
+}
+
+/// `priorityClassName` from the values reaches the Pods (the certManager golden sets one).
+#[test]
+fn priority_class_name_reaches_the_pods() {
+    let values: Value = serde_norway::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("values/certManager.yaml"))
+            .expect("read certManager values"),
+    )
+    .expect("values are YAML");
+    let wanted = values["priorityClassName"]
+        .as_str()
+        .expect("the certManager values set priorityClassName");
+    let golden = Golden::load("certManager");
+    assert_eq!(
+        golden.pod_spec().priority_class_name.as_deref(),
+        Some(wanted)
+    );
+    // The default leaves it to the cluster's default PriorityClass.
+    assert_eq!(Golden::load("helm").pod_spec().priority_class_name, None);
+}
+
+/// NOTES.txt shows each preset as its hosts; they must be the hosts the binary expands it to.
+#[test]
+fn chart_preset_hosts_are_the_binarys() {
+    let helpers = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/pullsecret-injector/templates/_helpers.tpl"
+    ))
+    .expect("read _helpers.tpl");
+    let start = "{{- define \"pullsecret-injector.presetHosts\" -}}";
+    let body = helpers
+        .split_once(start)
+        .and_then(|(_, rest)| rest.split_once("{{- end }}"))
+        .map(|(body, _)| body.trim())
+        .expect("_helpers.tpl defines pullsecret-injector.presetHosts");
+    let presets: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(body).expect("presetHosts is a JSON object of host lists");
+    assert_eq!(
+        presets.keys().collect::<Vec<_>>(),
+        ["gcp"],
+        "the binary knows preset gcp only"
+    );
+    assert_eq!(
+        presets["gcp"],
+        pullsecret_injector::config::GCP_HOST_PATTERNS
+    );
 }
 
 /// The Dockerfile's ENTRYPOINT (exec form), as the argv the container starts with.
@@ -1845,4 +1909,96 @@ fn image_entrypoint() -> Vec<String> {
         "ENTRYPOINT runs `serve`: {argv:?}"
     );
     argv
+}
+
+/// The shell commands of a Markdown file's `sh` blocks, continuation lines joined, one list per block.
+fn shell_blocks(markdown: &str) -> Vec<Vec<String>> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        let trimmed = line.trim();
+        match current.as_mut() {
+            None if trimmed == "```sh" => current = Some(Vec::new()),
+            None => {}
+            Some(_) if trimmed == "```" => blocks.push(current.take().unwrap_or_default()),
+            Some(commands) => {
+                let code = trimmed.split(" #").next().unwrap_or_default().trim();
+                if code.starts_with('#') || code.is_empty() {
+                    continue;
+                }
+                match code.strip_suffix('\\') {
+                    Some(head) => pending.push_str(head),
+                    None => {
+                        pending.push_str(code);
+                        commands.push(std::mem::take(&mut pending));
+                    }
+                }
+            }
+        }
+    }
+    blocks
+}
+
+/// The value of `-n NS` / `--namespace NS` / `--namespace=NS` in one command.
+fn namespace_flag(command: &str) -> Option<String> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    words.iter().enumerate().find_map(|(i, w)| match *w {
+        "-n" | "--namespace" => words.get(i + 1).map(|s| s.to_string()),
+        _ => w.strip_prefix("--namespace=").map(str::to_owned),
+    })
+}
+
+/// No image is published: values.yaml has no default, and every install the READMEs show names one.
+/// A Secret can only be created in a namespace that exists, so each snippet that makes one creates
+/// its namespace first.
+#[test]
+fn install_snippets_set_the_image_and_create_the_namespace_first() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let values: Value = serde_norway::from_str(
+        &std::fs::read_to_string(root.join("charts/pullsecret-injector/values.yaml"))
+            .expect("read values.yaml"),
+    )
+    .expect("values.yaml is YAML");
+    assert_eq!(
+        values["image"]["repository"], "",
+        "values.yaml must not default to an image that is not published"
+    );
+
+    let mut problems = Vec::new();
+    let (mut installs, mut secrets) = (0, 0);
+    for file in ["README.md", "charts/pullsecret-injector/README.md"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("read README");
+        for block in shell_blocks(&text) {
+            let mut namespaces = BTreeSet::new();
+            for command in &block {
+                if let Some(ns) = command.strip_prefix("kubectl create namespace ") {
+                    namespaces.insert(ns.trim().to_owned());
+                }
+                if command.starts_with("helm install")
+                    || command.starts_with("helm upgrade --install")
+                {
+                    installs += 1;
+                    if !command.contains("image.repository=") {
+                        problems.push(format!("{file}: `{command}` does not set image.repository"));
+                    }
+                }
+                if command.contains(" create secret ") {
+                    secrets += 1;
+                    match namespace_flag(command) {
+                        Some(ns) if namespaces.contains(&ns) => {}
+                        Some(ns) => problems.push(format!(
+                            "{file}: `{command}` comes before `kubectl create namespace {ns}` in its block"
+                        )),
+                        None => problems.push(format!("{file}: `{command}` names no namespace")),
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        installs >= 4 && secrets >= 3,
+        "found {installs} installs and {secrets} Secrets"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -37,6 +37,39 @@ fn mutate_stdin(extra: &[&str], pod: &str) -> std::process::Output {
     child.wait_with_output().expect("wait")
 }
 
+/// Fails with the command's standard error unless it succeeded.
+fn assert_success(output: &std::process::Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The `configs` of a rendered registries.yaml, with each GCP host's login checked: username
+/// `_json_key`, the key file's text without its trailing newlines as the password.
+fn k3s_configs_with_json_key(
+    text: &str,
+    key: &str,
+    hosts: &[&str],
+) -> serde_json::Map<String, serde_json::Value> {
+    let parsed: serde_json::Value = serde_norway::from_str(text).expect("registries.yaml is YAML");
+    let configs = parsed["configs"].as_object().expect("configs").clone();
+    for host in hosts {
+        assert_eq!(configs[*host]["auth"]["username"], "_json_key", "{host}");
+        // Byte-exact: what `--docker-password="$(cat key.json)"` would pass.
+        assert_eq!(
+            configs[*host]["auth"]["password"]
+                .as_str()
+                .expect("password")
+                .as_bytes(),
+            key.trim_end_matches('\n').as_bytes(),
+            "{host}"
+        );
+    }
+    configs
+}
+
 #[test]
 fn mutate_prints_the_patch_for_the_example_pod() {
     let output = Command::new(BIN)
@@ -261,11 +294,7 @@ fn k3s_registries_renders_a_registries_yaml_whose_passwords_round_trip() {
         .arg(&out)
         .output()
         .expect("run");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, "k3s-registries");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("docker.*.rep.pkg.dev (gcp) is a wildcard pattern"),
@@ -279,7 +308,11 @@ fn k3s_registries_renders_a_registries_yaml_whose_passwords_round_trip() {
     );
     let text = std::fs::read_to_string(&out).expect("read");
     let parsed: serde_json::Value = serde_norway::from_str(&text).expect("registries.yaml is YAML");
-    let configs = parsed["configs"].as_object().expect("configs");
+    let configs = k3s_configs_with_json_key(
+        &text,
+        &key,
+        &["gcr.io", "eu.gcr.io", "europe-west1-docker.pkg.dev"],
+    );
     let hosts: Vec<&str> = configs.keys().map(String::as_str).collect();
     assert_eq!(
         hosts,
@@ -293,18 +326,6 @@ fn k3s_registries_renders_a_registries_yaml_whose_passwords_round_trip() {
             "us.gcr.io"
         ]
     );
-    for host in ["gcr.io", "eu.gcr.io", "europe-west1-docker.pkg.dev"] {
-        assert_eq!(configs[host]["auth"]["username"], "_json_key", "{host}");
-        // Byte-exact: what `--docker-password="$(cat key.json)"` would pass.
-        assert_eq!(
-            configs[host]["auth"]["password"]
-                .as_str()
-                .expect("password")
-                .as_bytes(),
-            key.trim_end_matches('\n').as_bytes(),
-            "{host}"
-        );
-    }
     assert_eq!(
         configs["registry.lab:5000"]["auth"]["password"],
         "p@ss: \"word\" # not a comment"
@@ -633,6 +654,148 @@ fn serve_listens_on_a_host_name() {
     }
     assert!(parse("127.0.0.1:9443").is_ok());
     assert!(parse("localhost").is_err(), "a port is required");
+}
+
+/// `-o pod` prints the Pod with its own key order (YAML in, YAML out; JSON in, JSON out), the added
+/// `imagePullSecrets` last in `spec`; the patch itself is byte for byte what the README shows.
+#[test]
+fn mutate_pod_output_keeps_the_pods_key_order() {
+    let yaml = "kind: Pod\napiVersion: v1\nmetadata:\n  namespace: team-a\n  name: api\n  labels:\n    zeta: \"1\"\n    alpha: \"2\"\nspec:\n  containers:\n    - name: api\n      image: eu.gcr.io/acme-prod/api:1.8.0\n      command: [serve]\n  restartPolicy: Always\n";
+    let json = r#"{"kind":"Pod","apiVersion":"v1","metadata":{"namespace":"team-a","name":"api","labels":{"zeta":"1","alpha":"2"}},"spec":{"containers":[{"name":"api","image":"eu.gcr.io/acme-prod/api:1.8.0","command":["serve"]}],"restartPolicy":"Always"}}"#;
+    // Every mapping's keys, in the order the text gives them.
+    fn key_order(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                out.push(format!("{path}: {:?}", map.keys().collect::<Vec<_>>()));
+                for (k, v) in map {
+                    key_order(v, &format!("{path}/{k}"), out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    key_order(v, &format!("{path}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let want = [
+        r#": ["kind", "apiVersion", "metadata", "spec"]"#,
+        r#"/metadata: ["namespace", "name", "labels"]"#,
+        r#"/metadata/labels: ["zeta", "alpha"]"#,
+        r#"/spec: ["containers", "restartPolicy", "imagePullSecrets"]"#,
+        r#"/spec/containers/0: ["name", "image", "command"]"#,
+        r#"/spec/imagePullSecrets/0: ["name"]"#,
+    ];
+    for (format, pod) in [("yaml", yaml), ("json", json)] {
+        let output = mutate_stdin(&["-o", "pod"], pod);
+        assert_success(&output, format);
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            text.trim_start().starts_with('{'),
+            format == "json",
+            "{format} in, {format} out: {text}"
+        );
+        let mutated: serde_json::Value = serde_norway::from_str(&text).expect("the Pod");
+        let mut got = Vec::new();
+        key_order(&mutated, "", &mut got);
+        assert_eq!(got, want, "{format}: {text}");
+    }
+
+    let output = mutate_stdin(&[], yaml);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "[\n  {\n    \"op\": \"add\",\n    \"path\": \"/spec/imagePullSecrets\",\n    \"value\": [\n      {\n        \"name\": \"gcr-pull\"\n      }\n    ]\n  }\n]\n"
+    );
+}
+
+/// The README's k3s example, as written: the `sed` line points examples/k3s.yaml at the checkout,
+/// and the README's own `k3s-registries` command renders every host with the example credentials.
+#[test]
+fn k3s_registries_example_works_as_the_readme_writes_it() {
+    const SED: &str = r#"sed "s|/path/to/pullsecret-injector|$PWD|" examples/k3s.yaml > k3s.yaml"#;
+    let readme = std::fs::read_to_string(repo("README.md")).expect("README");
+    assert!(
+        readme.contains(SED),
+        "the README's k3s example has the sed line: {SED}"
+    );
+    // The README's command, continuation lines joined; its arguments after `--`.
+    let joined = readme.replace("\\\n", " ");
+    let command = joined
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("cargo run") && l.contains(" k3s-registries "))
+        .expect("the README runs k3s-registries with cargo run");
+    let args: Vec<&str> = command
+        .split_once(" -- ")
+        .expect("cargo run ... -- ARGS")
+        .1
+        .split_whitespace()
+        .collect();
+    assert!(
+        args.windows(2).any(|w| w == ["--config", "k3s.yaml"]),
+        "{command}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = std::fs::read_to_string(repo("examples/k3s.yaml")).expect("examples/k3s.yaml");
+    std::fs::write(
+        dir.path().join("k3s.yaml"),
+        example.replace("/path/to/pullsecret-injector", env!("CARGO_MANIFEST_DIR")),
+    )
+    .expect("write k3s.yaml");
+    let output = Command::new(BIN)
+        .args(&args)
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    assert_success(&output, command);
+    let out = args
+        .windows(2)
+        .find(|w| w[0] == "-o")
+        .map(|w| dir.path().join(w[1]))
+        .expect("the README writes a file with -o");
+    let key = std::fs::read_to_string(repo("examples/credentials/gcp-key.json")).expect("key");
+    let configs = k3s_configs_with_json_key(
+        &std::fs::read_to_string(out).expect("registries.yaml"),
+        &key,
+        &["gcr.io", "eu.gcr.io", "europe-west1-docker.pkg.dev"],
+    );
+    let lab = &configs["registry.lab.example.com:5000"]["auth"];
+    assert_eq!(lab["username"], "example-user");
+    assert_eq!(lab["password"], "not-a-real-password");
+}
+
+/// Every environment variable a flag of any subcommand reads is in the README's table, with its flag.
+#[test]
+fn readme_lists_every_environment_variable_the_cli_reads() {
+    use clap::CommandFactory as _;
+    let readme = std::fs::read_to_string(repo("README.md")).expect("README");
+    let cli = pullsecret_injector::cli::Cli::command();
+    let mut seen = std::collections::BTreeSet::new();
+    for sub in cli.get_subcommands() {
+        for arg in sub.get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let env = env.to_string_lossy().into_owned();
+            let flag = format!(
+                "--{}",
+                arg.get_long().expect("a flag with env has a long name")
+            );
+            let row = format!("| `{env}` | `{flag}`");
+            assert!(
+                readme.contains(&row),
+                "README.md lacks the row for {env} ({flag} of {})",
+                sub.get_name()
+            );
+            seen.insert(env);
+        }
+    }
+    for timeout in [
+        "PULLSECRET_INJECTOR_BODY_READ_TIMEOUT",
+        "PULLSECRET_INJECTOR_HEADER_READ_TIMEOUT",
+    ] {
+        assert!(seen.contains(timeout), "{seen:?}");
+    }
 }
 
 #[test]

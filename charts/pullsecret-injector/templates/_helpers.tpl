@@ -46,11 +46,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "pullsecret-injector.image" -}}
+{{- $repository := required "image.repository is required: no pullsecret-injector image is published yet. Build one from the repository and push it to a registry your nodes can pull from (README.md, section \"Build the image\": docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/pullsecret-injector:0.1.0 --push .), then pass --set image.repository=REGISTRY/pullsecret-injector --set image.tag=0.1.0" .Values.image.repository }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+{{- end }}
+
+{{/*
+The host patterns of each preset, as JSON: the binary's own expansion (GCP_HOST_PATTERNS in
+src/config.rs; tests/chart_wiring.rs compares them). The ConfigMap passes `preset` to the binary as
+it is; NOTES.txt shows the hosts.
+*/}}
+{{- define "pullsecret-injector.presetHosts" -}}
+{"gcp": ["gcr.io", "*.gcr.io", "*-docker.pkg.dev", "docker.*.rep.pkg.dev"]}
 {{- end }}
 
 {{/*
