@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
+use pullsecret_injector::provisioning::health::HealthOptions;
 use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
 use pullsecret_injector::serving::Metrics;
 use pullsecret_injector::serving::ServerOptions;
@@ -281,6 +282,11 @@ fn test_options() -> ProvisionerOptions {
         // scenario takes the path where its credentials enter this process.
         foreign_recheck: Duration::ZERO,
         // reload_poll: the default (30 s) backs up the file watch and never fires in a test.
+        // Hosts are not recorded: no registry check leaves the loopback.
+        health: HealthOptions {
+            max_hosts: 0,
+            ..HealthOptions::default()
+        },
         ..ProvisionerOptions::default()
     }
 }

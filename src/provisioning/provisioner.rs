@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, CredentialSource, GcpKeyMode, Registry};
 use crate::provisioning::credentials::{self, ContentHash, DockerConfig};
 use crate::provisioning::gcp_auth::{self, HttpClient, ServiceAccountKey, TokenSource};
+use crate::provisioning::health::{HealthOptions, HostHealth, RegistryHealth};
 use crate::provisioning::namespaces::{
     NamespaceEvents, Namespaces, Standing, describe_watch_error,
 };
@@ -70,6 +71,8 @@ pub struct ProvisionerOptions {
     pub foreign_recheck: Duration,
     /// Backs up the credential file watch.
     pub reload_poll: Duration,
+    /// The background registry checks of the credentials.
+    pub health: HealthOptions,
 }
 
 impl Default for ProvisionerOptions {
@@ -80,6 +83,7 @@ impl Default for ProvisionerOptions {
             max_writes_per_second: 20,
             foreign_recheck: Duration::from_secs(300),
             reload_poll: Duration::from_secs(30),
+            health: HealthOptions::default(),
         }
     }
 }
@@ -154,6 +158,7 @@ struct Inner {
     /// Access-token refreshers by registry entry, with what they were started from.
     tokens: Mutex<HashMap<String, TokenTask>>,
     http: Result<HttpClient, String>,
+    health: RegistryHealth,
     shutdown: CancellationToken,
 }
 
@@ -199,7 +204,19 @@ impl KubePullSecrets {
         let (config, config_rx) = watch::channel(Arc::new(Config::empty()));
         let (queue, queue_rx) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
-        let inner = Arc::new_cyclic(|inner| Inner {
+        let health_config = config_rx.clone();
+        let health_metrics = metrics.clone();
+        let inner = Arc::new_cyclic(|inner: &Weak<Inner>| Inner {
+            health: {
+                let weak = inner.clone();
+                RegistryHealth::start(
+                    health_config,
+                    Arc::new(move |registry: &str| weak.upgrade()?.content(registry).ok()),
+                    health_metrics,
+                    options.health.clone(),
+                    shutdown.clone(),
+                )
+            },
             namespaces: Namespaces::start(
                 client.clone(),
                 Arc::new(Forget(inner.clone())),
@@ -221,6 +238,11 @@ impl KubePullSecrets {
         tokio::spawn(supervise(inner.clone(), config_rx));
         tokio::spawn(rewrite_worker(inner.clone(), queue_rx));
         Self { inner }
+    }
+
+    /// The background registry checks of the credentials.
+    pub fn registry_health(&self) -> &RegistryHealth {
+        &self.inner.health
     }
 
     /// Stops watches, retries and rewrites.
@@ -262,6 +284,14 @@ impl PullSecrets for KubePullSecrets {
 
     fn on_config(&self, config: Arc<Config>) {
         self.inner.config.send_replace(config);
+    }
+
+    fn saw_image_host(&self, registry: &Registry, host: &str, repository: &str) {
+        self.inner.health.saw(registry, host, repository);
+    }
+
+    fn credential_health(&self, registry: &Registry, host: &str) -> Option<HostHealth> {
+        self.inner.health.last(&registry.name, host)
     }
 
     fn is_ready(&self) -> bool {
@@ -691,6 +721,9 @@ impl Inner {
             }
             *sources = fresh;
         }
+        if !changed.is_empty() {
+            self.health.wake();
+        }
         for secret in changed {
             self.queue_stale(&secret);
         }
@@ -746,6 +779,7 @@ impl Inner {
         if let Ok(mut sources) = self.sources.write() {
             sources.insert(registry.to_owned(), content);
         }
+        self.health.wake();
     }
 
     /// Fetches access tokens for one registry entry for as long as it is configured: refreshes around
