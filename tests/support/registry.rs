@@ -110,7 +110,8 @@ struct TokenState {
     v2_requests: AtomicUsize,
 }
 
-const ISSUED_TOKEN: &str = "issued-registry-token-6f1e";
+/// The token the server issues for the right password (long enough for the log-hygiene scan).
+pub const ISSUED_TOKEN: &str = "issued-registry-token-6f1e-9c41-4d7b-a8e2-5b3f0d17c6aa";
 
 impl TokenRegistry {
     pub async fn start(username: &str, password: &str) -> Self {
@@ -140,6 +141,11 @@ impl TokenRegistry {
     /// The next token requests get these answers, in order; then `Check` again.
     pub fn script(&self, replies: impl IntoIterator<Item = TokenReply>) {
         self.state.script.lock().unwrap().extend(replies);
+    }
+
+    /// The password the token server accepts.
+    pub fn password(&self) -> String {
+        self.state.password.lock().unwrap().clone()
     }
 
     pub fn token_requests(&self) -> usize {
