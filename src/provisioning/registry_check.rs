@@ -319,7 +319,7 @@ fn other_status(path: &str, answer: &Answer) -> CheckResult {
     match code {
         401 | 403 => CheckResult::rejected(detail),
         404 if path != "/v2/" => CheckResult::ok(format!(
-            "credential accepted; the repository was not found ({detail})"
+            "credentials accepted; the repository answered {detail}"
         )),
         _ => CheckResult::unreachable(format!("{path} answered {detail}")),
     }
