@@ -185,6 +185,12 @@ inline value) fail here with a message naming the registry.
 {{- end }}
 {{- $mountPath := printf "%s/%s" $credDir $name }}
 {{- $item := dict "name" $name "secretName" $secretName "hosts" ($r.hosts | default list) "preset" ($r.preset | default "") "kind" "" "mount" false "sourceSecret" "" "createSecret" false "data" dict "keys" list "volumeName" (printf "cred-%s" $name | trunc 63 | trimSuffix "-") "mountPath" $mountPath "credentials" dict }}
+{{- if hasKey $r "healthCheck" }}
+{{- $_ := set $item "healthCheck" $r.healthCheck }}
+{{- end }}
+{{- if $r.probeHosts }}
+{{- $_ := set $item "probeHosts" $r.probeHosts }}
+{{- end }}
 {{- $generated := printf "%s-%s-credentials" $fullname $name }}
 {{- if $r.gcpJsonKey }}
 {{- $c := $r.gcpJsonKey }}
