@@ -34,6 +34,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use serde::Deserialize;
 
+use crate::provisioning::gcp_auth::{clip, error_chain};
+
 /// Bound on a whole check (every request of the handshake).
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Registry and token answers are small; a larger one is not read.
@@ -474,29 +476,6 @@ fn redact(mut result: CheckResult, login: &BasicLogin) -> CheckResult {
         result.detail = "(the registry's text is not shown: it quotes the credential)".to_owned();
     }
     result
-}
-
-fn clip(text: &str, max_chars: usize) -> String {
-    let kept = text.chars().filter(|c| !c.is_control());
-    let mut out: String = kept.clone().take(max_chars).collect();
-    if kept.count() > max_chars {
-        out.push('…');
-    }
-    out
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
