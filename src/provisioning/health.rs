@@ -74,6 +74,34 @@ struct Entry {
 }
 
 type Key = (String, String); // (registry entry, host)
+/// Registry entry → host → value: looked up by `&str` on the admission path, without allocating.
+type ByHost<V> = HashMap<String, HashMap<String, V>>;
+
+fn get<'m, V>(map: &'m ByHost<V>, registry: &str, host: &str) -> Option<&'m V> {
+    map.get(registry)?.get(host)
+}
+
+fn count<V>(map: &ByHost<V>) -> usize {
+    map.values().map(HashMap::len).sum()
+}
+
+/// Keeps the (entry, host) pairs `keep` accepts; calls `dropped` for the others.
+fn retain<V>(
+    map: &mut ByHost<V>,
+    keep: impl Fn(&str, &str) -> bool,
+    mut dropped: impl FnMut(&str, &str),
+) {
+    for (registry, hosts) in map.iter_mut() {
+        hosts.retain(|host, _| {
+            let kept = keep(registry, host);
+            if !kept {
+                dropped(registry, host);
+            }
+            kept
+        });
+    }
+    map.retain(|_, hosts| !hosts.is_empty());
+}
 
 struct Inner {
     options: HealthOptions,
@@ -81,8 +109,8 @@ struct Inner {
     lookup: CredentialLookup,
     config: watch::Receiver<Arc<Config>>,
     /// Hosts Pods used, with the first repository seen there.
-    seen: Mutex<HashMap<Key, String>>,
-    results: RwLock<HashMap<Key, Entry>>,
+    seen: RwLock<ByHost<String>>,
+    results: RwLock<ByHost<Entry>>,
     in_flight: Mutex<HashSet<Key>>,
     permits: Arc<Semaphore>,
     wake: Notify,
@@ -111,7 +139,7 @@ impl RegistryHealth {
             metrics,
             lookup,
             config,
-            seen: Mutex::new(HashMap::new()),
+            seen: RwLock::new(HashMap::new()),
             results: RwLock::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             wake: Notify::new(),
@@ -128,14 +156,22 @@ impl RegistryHealth {
         if !registry.health_check.enabled {
             return;
         }
-        let Ok(mut seen) = self.inner.seen.try_lock() else {
+        // The common case, a host already recorded: a shared read, no allocation.
+        match self.inner.seen.try_read() {
+            Ok(seen) if get(&seen, &registry.name, host).is_none() => {}
+            _ => return,
+        }
+        let Ok(mut seen) = self.inner.seen.try_write() else {
             return;
         };
-        let key = (registry.name.clone(), host.to_owned());
-        if seen.contains_key(&key) || seen.len() >= self.inner.options.max_hosts {
+        if get(&seen, &registry.name, host).is_some()
+            || count(&seen) >= self.inner.options.max_hosts
+        {
             return;
         }
-        seen.insert(key, repository.to_owned());
+        seen.entry(registry.name.clone())
+            .or_default()
+            .insert(host.to_owned(), repository.to_owned());
         drop(seen);
         self.inner.wake.notify_one();
     }
@@ -143,9 +179,7 @@ impl RegistryHealth {
     /// The last check of `registry`'s credentials on `host`, if there is one. Never blocks.
     pub fn last(&self, registry: &str, host: &str) -> Option<HostHealth> {
         let results = self.inner.results.try_read().ok()?;
-        results
-            .get(&(registry.to_owned(), host.to_owned()))
-            .map(|entry| entry.health.clone())
+        get(&results, registry, host).map(|entry| entry.health.clone())
     }
 
     /// Looks for due checks now: credentials were loaded, rotated or minted.
@@ -160,7 +194,7 @@ impl RegistryHealth {
 
     /// (Entry, host) pairs recorded from Pods.
     pub fn hosts_seen(&self) -> usize {
-        self.inner.seen.lock().map(|seen| seen.len()).unwrap_or(0)
+        self.inner.seen.read().map(|seen| count(&seen)).unwrap_or(0)
     }
 }
 
@@ -184,16 +218,16 @@ fn sweep(inner: &Arc<Inner>) {
         .filter(|r| r.health_check.enabled)
         .collect();
     forget_unchecked(inner, &checked);
-    let seen: Vec<(Key, String)> = match inner.seen.lock() {
-        Ok(seen) => seen.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        Err(_) => return,
+    let Ok(seen) = inner.seen.read().map(|seen| seen.clone()) else {
+        return;
     };
     let now = Instant::now();
     for registry in checked {
         let mut targets: Vec<(String, Option<String>)> = seen
-            .iter()
-            .filter(|((name, _), _)| *name == registry.name)
-            .map(|((_, host), repo)| (host.clone(), Some(repo.clone())))
+            .get(&registry.name)
+            .into_iter()
+            .flatten()
+            .map(|(host, repo)| (host.clone(), Some(repo.clone())))
             .collect();
         for host in &registry.probe_hosts {
             if !targets.iter().any(|(h, _)| h == host) {
@@ -208,12 +242,11 @@ fn sweep(inner: &Arc<Inner>) {
         };
         let credential = content.hash.short();
         for (host, repository) in targets {
-            let key = (registry.name.clone(), host);
             let due = inner.results.read().is_ok_and(|results| {
-                results
-                    .get(&key)
+                get(&results, &registry.name, &host)
                     .is_none_or(|e| e.credential != credential || now >= e.due)
             });
+            let key = (registry.name.clone(), host);
             if !due {
                 continue;
             }
@@ -237,22 +270,19 @@ fn sweep(inner: &Arc<Inner>) {
 }
 
 fn forget_unchecked(inner: &Inner, checked: &[&Registry]) {
-    let keep = |key: &Key| {
+    let keep = |registry: &str, host: &str| {
         checked.iter().any(|r| {
-            r.name == key.0
-                && (r.probe_hosts.contains(&key.1) || covers(&r.hosts, &key.1, None).is_some())
+            r.name == registry
+                && (r.probe_hosts.iter().any(|h| h == host)
+                    || covers(&r.hosts, host, None).is_some())
         })
     };
-    if let Ok(mut seen) = inner.seen.lock() {
-        seen.retain(|key, _| keep(key));
+    if let Ok(mut seen) = inner.seen.write() {
+        retain(&mut seen, keep, |_, _| {});
     }
     if let Ok(mut results) = inner.results.write() {
-        results.retain(|key, _| {
-            let kept = keep(key);
-            if !kept {
-                inner.metrics.forget_credential_status(&key.0, &key.1);
-            }
-            kept
+        retain(&mut results, keep, |registry, host| {
+            inner.metrics.forget_credential_status(registry, host);
         });
     }
 }
@@ -333,8 +363,10 @@ fn record(inner: &Inner, registry: &Registry, key: &Key, result: CheckResult, cr
     };
     let previous = match inner.results.write() {
         Ok(mut results) => results
+            .entry(key.0.clone())
+            .or_default()
             .insert(
-                key.clone(),
+                key.1.clone(),
                 Entry {
                     health: health.clone(),
                     credential,
