@@ -1533,6 +1533,28 @@ fn volumes_cover_config_tls_and_credentials() {
                 );
             }
         }
+        // Every registry CA bundle named in the config lies in a mounted ConfigMap that projects it.
+        for r in config["registries"].as_array().into_iter().flatten() {
+            let Some(path) = r["caFile"].as_str() else {
+                continue;
+            };
+            let name = r["name"].as_str().unwrap_or("?");
+            let projected = mount_for(path).and_then(|(mount, rest)| {
+                let source = volume(&mount.name)?.config_map?;
+                source
+                    .items
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|item| item.path == rest)
+                    .then_some(())
+            });
+            check!(
+                p,
+                m,
+                projected.is_some(),
+                "registry {name}: caFile {path} is not a projected key of a mounted ConfigMap"
+            );
+        }
         // And nothing is mounted for registries without credentials.
         let registries_with_files: BTreeSet<&str> = files.iter().map(|(r, _)| r.as_str()).collect();
         for r in config["registries"].as_array().into_iter().flatten() {
