@@ -1151,6 +1151,7 @@ fn cluster_role_grants_only_what_the_binary_needs() {
         let mut create_unscoped = false;
         let mut scoped_verbs = BTreeSet::new();
         let mut namespace_rules = 0;
+        let mut event_rules = 0;
         for (i, rule) in role.rules.clone().unwrap_or_default().iter().enumerate() {
             let groups = rule.api_groups.clone().unwrap_or_default();
             let resources = rule.resources.clone().unwrap_or_default();
@@ -1190,11 +1191,23 @@ fn cluster_role_grants_only_what_the_binary_needs() {
                 namespace_rules += 1;
                 continue;
             }
+            if groups == [""] && resources == ["events"] {
+                // The registry check's Events: create only, in any namespace.
+                check!(
+                    p,
+                    m,
+                    rule.verbs == ["create"] && names.is_empty(),
+                    "ClusterRole {role_name} rule {i}: events must get exactly [\"create\"] without resourceNames, got {:?} on {names:?}",
+                    rule.verbs
+                );
+                event_rules += 1;
+                continue;
+            }
             check!(
                 p,
                 m,
                 groups == [""] && resources == ["secrets"],
-                "ClusterRole {role_name} rule {i}: grants {groups:?}/{resources:?}; only core secrets and the namespace watch are allowed"
+                "ClusterRole {role_name} rule {i}: grants {groups:?}/{resources:?}; only core secrets, the namespace watch and Event creation are allowed"
             );
             for verb in &rule.verbs {
                 if verb == "create" {
@@ -1234,6 +1247,12 @@ fn cluster_role_grants_only_what_the_binary_needs() {
             m,
             namespace_rules == 1,
             "ClusterRole {role_name}: expected one rule for the namespace list/watch, found {namespace_rules}"
+        );
+        check!(
+            p,
+            m,
+            event_rules == 1,
+            "ClusterRole {role_name}: expected one rule for creating Events, found {event_rules}"
         );
         let missing: Vec<_> = NAME_SCOPED_VERBS
             .iter()

@@ -193,7 +193,8 @@ async fn the_right_password_is_ok_on_the_distribution_registry() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_password_is_rejected_with_the_registry_text_and_the_next_pod_is_warned() {
+async fn a_wrong_password_is_rejected_with_the_registry_text_the_next_pod_is_warned_and_an_event_posted()
+ {
     let registry = DistributionRegistry::start(USER, PASSWORD).await;
     let host = registry.host();
     let webhook = Webhook::start(
@@ -223,6 +224,33 @@ async fn a_wrong_password_is_rejected_with_the_registry_text_and_the_next_pod_is
         rejected[0].ends_with("ago (401: authentication required); pulls will fail"),
         "{}",
         rejected[0]
+    );
+    // One Warning Event on the pull Secret, in the namespace of the Pod that used the host.
+    let posted = webhook
+        .api
+        .wait_for(CONVERGE, |a| !a.events().is_empty())
+        .await;
+    assert!(posted, "no Event posted");
+    let events = webhook.api.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event["metadata"]["namespace"], "team-a");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "RegistryRejectedCredentials");
+    assert_eq!(
+        event["involvedObject"],
+        json!({"apiVersion": "v1", "kind": "Secret", "name": SECRET, "namespace": "team-a"})
+    );
+    let message = event["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("registry {host} rejected the credentials of registry entry \"lab\" (401: authentication required)")),
+        "{message}"
+    );
+    assert!(!message.contains(WRONG_PASSWORD), "{message}");
+    assert!(
+        webhook.api.rbac_violations().is_empty(),
+        "{:#?}",
+        webhook.api.rbac_violations()
     );
 }
 
@@ -264,6 +292,11 @@ async fn the_registry_down_is_unreachable_and_no_warning_blames_the_credential()
     assert!(!detail.is_empty());
     let warnings = webhook.admit(&format!("{host}/team/app:1")).await;
     assert!(rejected_warnings(&warnings).is_empty(), "{warnings:?}");
+    assert!(
+        webhook.api.events().is_empty(),
+        "{:#?}",
+        webhook.api.events()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

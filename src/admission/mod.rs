@@ -236,7 +236,12 @@ async fn answer(
         return answer;
     }
     if set == ContainerSet::PodCreate {
-        credential_warnings(&decision, pull_secrets, &mut answer.warnings);
+        credential_warnings(
+            &review.namespace,
+            &decision,
+            pull_secrets,
+            &mut answer.warnings,
+        );
     }
     answer.outcome = Outcome::Unchanged;
     if set == ContainerSet::Ephemeral {
@@ -341,6 +346,7 @@ async fn ensure_secrets(
 /// Records the hosts the Pod pulls from for the registry check (never waiting on it), and warns
 /// when the last check saw the registry reject the credentials the Pod's Secret carries there.
 fn credential_warnings(
+    namespace: &str,
     decision: &Decision<'_, '_>,
     pull_secrets: &dyn PullSecrets,
     warnings: &mut Vec<String>,
@@ -348,7 +354,7 @@ fn credential_warnings(
     let now = std::time::SystemTime::now();
     for required in &decision.required {
         for (host, repository) in &required.hosts {
-            pull_secrets.saw_image_host(required.registry, host, repository);
+            pull_secrets.saw_image_host(required.registry, host, repository, namespace);
             let Some(health) = pull_secrets.credential_health(required.registry, host) else {
                 continue;
             };

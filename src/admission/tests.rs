@@ -641,7 +641,14 @@ impl PullSecrets for CheckedHosts {
         Box::pin(std::future::ready(EnsureOutcome::Ready))
     }
 
-    fn saw_image_host(&self, registry: &crate::config::Registry, host: &str, repository: &str) {
+    fn saw_image_host(
+        &self,
+        registry: &crate::config::Registry,
+        host: &str,
+        repository: &str,
+        namespace: &str,
+    ) {
+        assert_eq!(namespace, "team-a");
         self.seen.lock().expect("lock").push((
             registry.name.clone(),
             host.to_owned(),

@@ -57,6 +57,21 @@ impl Default for HealthOptions {
 /// The current credentials of a registry entry, as its pull Secrets carry them.
 pub type CredentialLookup = Arc<dyn Fn(&str) -> Option<Arc<DockerConfig>> + Send + Sync>;
 
+/// Told when a check of an entry on a host changes to `rejected`; must not block.
+pub type RejectionNotifier = Arc<dyn Fn(Rejection) + Send + Sync>;
+
+/// A registry newly rejecting an entry's credentials on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub registry: String,
+    pub secret_name: String,
+    pub host: String,
+    /// The namespace of the first Pod seen pulling from the host; none for a `probeHosts` host no
+    /// Pod used yet.
+    pub namespace: Option<String>,
+    pub detail: String,
+}
+
 /// The last check of an entry's credentials on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostHealth {
@@ -64,6 +79,12 @@ pub struct HostHealth {
     /// The registry's reason (`403: ...`); empty when there is none.
     pub detail: String,
     pub checked_at: SystemTime,
+}
+
+#[derive(Clone)]
+struct Seen {
+    repository: String,
+    namespace: String,
 }
 
 struct Entry {
@@ -107,9 +128,10 @@ struct Inner {
     options: HealthOptions,
     metrics: Arc<Metrics>,
     lookup: CredentialLookup,
+    notifier: Option<RejectionNotifier>,
     config: watch::Receiver<Arc<Config>>,
-    /// Hosts Pods used, with the first repository seen there.
-    seen: RwLock<ByHost<String>>,
+    /// Hosts Pods used, with the first repository and namespace seen there.
+    seen: RwLock<ByHost<Seen>>,
     results: RwLock<ByHost<Entry>>,
     in_flight: Mutex<HashSet<Key>>,
     permits: Arc<Semaphore>,
@@ -129,6 +151,7 @@ impl RegistryHealth {
     pub fn start(
         config: watch::Receiver<Arc<Config>>,
         lookup: CredentialLookup,
+        notifier: Option<RejectionNotifier>,
         metrics: Arc<Metrics>,
         options: HealthOptions,
         shutdown: CancellationToken,
@@ -138,6 +161,7 @@ impl RegistryHealth {
             options,
             metrics,
             lookup,
+            notifier,
             config,
             seen: RwLock::new(HashMap::new()),
             results: RwLock::new(HashMap::new()),
@@ -150,9 +174,9 @@ impl RegistryHealth {
         Self { inner }
     }
 
-    /// Records that a Pod pulls `repository` from `host` with `registry`'s Secret. Never blocks:
-    /// when the set is busy or full, the host is not recorded (the next Pod tries again).
-    pub fn saw(&self, registry: &Registry, host: &str, repository: &str) {
+    /// Records that a Pod in `namespace` pulls `repository` from `host` with `registry`'s Secret.
+    /// Never blocks: when the set is busy or full, the host is not recorded (the next Pod tries again).
+    pub fn saw(&self, registry: &Registry, host: &str, repository: &str, namespace: &str) {
         if !registry.health_check.enabled {
             return;
         }
@@ -169,9 +193,13 @@ impl RegistryHealth {
         {
             return;
         }
-        seen.entry(registry.name.clone())
-            .or_default()
-            .insert(host.to_owned(), repository.to_owned());
+        seen.entry(registry.name.clone()).or_default().insert(
+            host.to_owned(),
+            Seen {
+                repository: repository.to_owned(),
+                namespace: namespace.to_owned(),
+            },
+        );
         drop(seen);
         self.inner.wake.notify_one();
     }
@@ -223,11 +251,11 @@ fn sweep(inner: &Arc<Inner>) {
     };
     let now = Instant::now();
     for registry in checked {
-        let mut targets: Vec<(String, Option<String>)> = seen
+        let mut targets: Vec<(String, Option<Seen>)> = seen
             .get(&registry.name)
             .into_iter()
             .flatten()
-            .map(|(host, repo)| (host.clone(), Some(repo.clone())))
+            .map(|(host, seen)| (host.clone(), Some(seen.clone())))
             .collect();
         for host in &registry.probe_hosts {
             if !targets.iter().any(|(h, _)| h == host) {
@@ -241,7 +269,7 @@ fn sweep(inner: &Arc<Inner>) {
             continue; // not loaded yet: a load wakes the sweep
         };
         let credential = content.hash.short();
-        for (host, repository) in targets {
+        for (host, seen) in targets {
             let due = inner.results.read().is_ok_and(|results| {
                 get(&results, &registry.name, &host)
                     .is_none_or(|e| e.credential != credential || now >= e.due)
@@ -262,7 +290,7 @@ fn sweep(inner: &Arc<Inner>) {
                 inner.clone(),
                 registry.clone(),
                 key,
-                repository,
+                seen,
                 content.clone(),
             ));
         }
@@ -291,18 +319,27 @@ async fn check_one(
     inner: Arc<Inner>,
     registry: Registry,
     key: Key,
-    repository: Option<String>,
+    seen: Option<Seen>,
     content: Arc<DockerConfig>,
 ) {
+    let repository = seen.as_ref().map(|s| s.repository.as_str());
     let result = tokio::select! {
         permit = inner.permits.clone().acquire_owned() => {
             let _permit = permit;
-            run_check(&inner, &registry, &key.1, repository.as_deref(), &content).await
+            run_check(&inner, &registry, &key.1, repository, &content).await
         }
         () = inner.shutdown.cancelled() => None,
     };
     if let Some(result) = result {
-        record(&inner, &registry, &key, result, content.hash.short());
+        let namespace = seen.map(|s| s.namespace);
+        record(
+            &inner,
+            &registry,
+            &key,
+            result,
+            content.hash.short(),
+            namespace,
+        );
     }
     if let Ok(mut in_flight) = inner.in_flight.lock() {
         in_flight.remove(&key);
@@ -350,7 +387,14 @@ pub async fn client_for(ca_file: Option<&Path>, timeout: Duration) -> Result<Che
     })
 }
 
-fn record(inner: &Inner, registry: &Registry, key: &Key, result: CheckResult, credential: u64) {
+fn record(
+    inner: &Inner,
+    registry: &Registry,
+    key: &Key,
+    result: CheckResult,
+    credential: u64,
+    namespace: Option<String>,
+) {
     let now = SystemTime::now();
     let interval = registry
         .health_check
@@ -396,6 +440,17 @@ fn record(inner: &Inner, registry: &Registry, key: &Key, result: CheckResult, cr
         tracing::info!(registry = %registry_name, %host, %status, "registry accepts the credentials");
     } else {
         tracing::warn!(registry = %registry_name, %host, %status, %previous, %detail, "registry check changed state");
+    }
+    if health.status == CheckStatus::Rejected
+        && let Some(notify) = &inner.notifier
+    {
+        notify(Rejection {
+            registry: registry_name.clone(),
+            secret_name: registry.secret_name.clone(),
+            host: host.clone(),
+            namespace,
+            detail: health.detail.clone(),
+        });
     }
 }
 

@@ -65,9 +65,16 @@ pub trait PullSecrets: Send + Sync + 'static {
     /// follow new registries and credential sources. Must not block.
     fn on_config(&self, _config: Arc<Config>) {}
 
-    /// Records that a Pod pulls `repository` from `host` with `registry`'s Secret, so the registry
-    /// check covers that host. Runs on the admission path: it must not block.
-    fn saw_image_host(&self, _registry: &Registry, _host: &str, _repository: &str) {}
+    /// Records that a Pod in `namespace` pulls `repository` from `host` with `registry`'s Secret,
+    /// so the registry check covers that host. Runs on the admission path: it must not block.
+    fn saw_image_host(
+        &self,
+        _registry: &Registry,
+        _host: &str,
+        _repository: &str,
+        _namespace: &str,
+    ) {
+    }
 
     /// The last registry check of `registry`'s credentials on `host`, if any. Must not block.
     fn credential_health(&self, _registry: &Registry, _host: &str) -> Option<health::HostHealth> {

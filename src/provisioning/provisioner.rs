@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, CredentialSource, GcpKeyMode, Registry};
 use crate::provisioning::credentials::{self, ContentHash, DockerConfig};
 use crate::provisioning::gcp_auth::{self, HttpClient, ServiceAccountKey, TokenSource};
-use crate::provisioning::health::{HealthOptions, HostHealth, RegistryHealth};
+use crate::provisioning::health::{HealthOptions, HostHealth, RegistryHealth, Rejection};
 use crate::provisioning::namespaces::{
     NamespaceEvents, Namespaces, Standing, describe_watch_error,
 };
@@ -209,9 +209,15 @@ impl KubePullSecrets {
         let inner = Arc::new_cyclic(|inner: &Weak<Inner>| Inner {
             health: {
                 let weak = inner.clone();
+                let events = inner.clone();
                 RegistryHealth::start(
                     health_config,
                     Arc::new(move |registry: &str| weak.upgrade()?.content(registry).ok()),
+                    Some(Arc::new(move |rejection: Rejection| {
+                        if let Some(inner) = events.upgrade() {
+                            tokio::spawn(async move { inner.post_rejection(rejection).await });
+                        }
+                    })),
                     health_metrics,
                     options.health.clone(),
                     shutdown.clone(),
@@ -286,8 +292,8 @@ impl PullSecrets for KubePullSecrets {
         self.inner.config.send_replace(config);
     }
 
-    fn saw_image_host(&self, registry: &Registry, host: &str, repository: &str) {
-        self.inner.health.saw(registry, host, repository);
+    fn saw_image_host(&self, registry: &Registry, host: &str, repository: &str, namespace: &str) {
+        self.inner.health.saw(registry, host, repository, namespace);
     }
 
     fn credential_health(&self, registry: &Registry, host: &str) -> Option<HostHealth> {
@@ -773,6 +779,58 @@ impl Inner {
             keep
         });
         wanted
+    }
+
+    /// A Warning Event on the pull Secret, in the namespace of the first Pod seen pulling from the
+    /// host: once per change to rejected, so that `kubectl get events` and `kubectl describe secret`
+    /// show it where the Pods fail. The Pod itself is not used: at admission it does not exist yet
+    /// (often it has only a generateName), and the check is about the Secret's credentials.
+    async fn post_rejection(&self, rejection: Rejection) {
+        use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let Some(namespace) = rejection.namespace else {
+            return;
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", rejection.secret_name)),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Secret".to_owned()),
+                name: Some(rejection.secret_name.clone()),
+                namespace: Some(namespace.clone()),
+                ..ObjectReference::default()
+            },
+            reason: Some("RegistryRejectedCredentials".to_owned()),
+            type_: Some("Warning".to_owned()),
+            message: Some(format!(
+                "registry {} rejected the credentials of registry entry {:?} ({}); pulls with this Secret will fail",
+                rejection.host, rejection.registry, rejection.detail
+            )),
+            source: Some(EventSource {
+                component: Some(FIELD_MANAGER.to_owned()),
+                host: None,
+            }),
+            reporting_component: Some(FIELD_MANAGER.to_owned()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => {
+                tracing::info!(registry = %rejection.registry, host = %rejection.host, namespace = %namespace, secret = %rejection.secret_name, "Event posted: the registry rejected the credentials")
+            }
+            Err(error) => {
+                let reason = describe_kube_error(&error);
+                tracing::warn!(registry = %rejection.registry, host = %rejection.host, namespace = %namespace, %reason, "Event about the rejected credentials not posted")
+            }
+        }
     }
 
     fn set_source(&self, registry: &str, content: Result<Arc<DockerConfig>, String>) {
