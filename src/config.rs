@@ -269,7 +269,8 @@ pub enum ConfigError {
 /// - Shown, because a reader needs them to find the mistake and they name things rather than
 ///   grant access: the string values of naming fields outside `credentials` once read as strings
 ///   (registry names, host patterns, presets, Secret names, namespaces, label and annotation keys,
-///   label selectors, `failureMode`, `provisioning.budget`).
+///   label selectors, `failureMode`, `provisioning.budget`, `healthCheck.interval`, `probeHosts`,
+///   `caFile`).
 /// - YAML syntax errors give libyaml's fixed description and the line and column; a key given twice
 ///   is reported without the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
