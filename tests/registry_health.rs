@@ -254,6 +254,59 @@ async fn a_wrong_password_is_rejected_with_the_registry_text_the_next_pod_is_war
     );
 }
 
+/// The key that lacks the IAM binding: the token server answers 403 with the permission it misses.
+/// With the host in probeHosts it is checked at start, so the metric shows it and the very first Pod
+/// is warned, before any Pod could fail to pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_host_whose_token_server_denies_the_permission_warns_the_first_pod() {
+    let registry = TokenRegistry::start(USER, PASSWORD).await;
+    registry.script([TokenReply::Status(
+        403,
+        r#"{"errors":[{"code":"DENIED","message":"Permission \"artifactregistry.repositories.downloadArtifacts\" denied on resource \"projects/acme/locations/europe-west1/repositories/app\" (or it may not exist)"}]}"#,
+    )]);
+    let temp = tempfile::tempdir().expect("tempdir");
+    let ca = temp.path().join("ca.crt");
+    std::fs::write(&ca, &registry.certs.ca_pem).expect("ca");
+    let host = registry.host();
+    let webhook = Webhook::start(
+        std::slice::from_ref(&host),
+        PASSWORD,
+        &format!("{}  probeHosts: [\"{host}\"]\n", ca_file_line(&ca)),
+        test_health(),
+    )
+    .await;
+    let detail = webhook.await_status(&host, CheckStatus::Rejected).await;
+    assert!(
+        detail.starts_with(
+            "403: Permission \"artifactregistry.repositories.downloadArtifacts\" denied"
+        ),
+        "{detail}"
+    );
+    let metrics = webhook.server.metrics().await;
+    let line = format!(
+        "pullsecret_injector_registry_credential_status{{registry=\"lab\",host=\"{host}\",status=\"rejected\"}} 1"
+    );
+    assert!(metrics.contains(&line), "no {line} in {metrics}");
+    let first = webhook.admit(&format!("{host}/acme/app/api:1")).await;
+    let rejected = rejected_warnings(&first);
+    assert_eq!(rejected.len(), 1, "{first:?}");
+    assert!(
+        rejected[0].contains(
+            "(403: Permission \"artifactregistry.repositories.downloadArtifacts\" denied"
+        ),
+        "{}",
+        rejected[0]
+    );
+    assert!(
+        rejected[0].ends_with("; pulls will fail"),
+        "{}",
+        rejected[0]
+    );
+    // Checked once, before any Pod; no Pod has used it yet, so no namespace for an Event.
+    assert_eq!(registry.token_requests(), 1);
+    assert!(webhook.api.events().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_password_is_ok_again_after_the_next_check() {
     let registry = DistributionRegistry::start(USER, PASSWORD).await;
