@@ -236,6 +236,19 @@ fn check_config(args: CheckConfigArgs) -> Result<(), String> {
             registry.secret_name,
             hosts.join(", ")
         );
+        if registry.health_check.enabled {
+            let mut check = format!(
+                "    registry check every {}s on the hosts Pods use",
+                registry.health_check.interval.as_secs()
+            );
+            if !registry.probe_hosts.is_empty() {
+                check.push_str(&format!(" and {}", registry.probe_hosts.join(", ")));
+            }
+            if let Some(ca) = &registry.ca_file {
+                check.push_str(&format!("; CA bundle {}", ca.display()));
+            }
+            println!("{check}");
+        }
     }
     println!(
         "  skipped namespaces: {}",

@@ -709,5 +709,20 @@ fn mutate_check_registries_prints_the_result_per_image() {
         stderr.contains("error: the registry rejected the credentials for 1 image(s)"),
         "{stderr}"
     );
+    // check-config says what the registry check will do.
+    let output = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run check-config");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "    registry check every 300s on the hosts Pods use; CA bundle {}",
+            registry.ca_file().display()
+        )),
+        "{stdout}"
+    );
     assert!(!stderr.contains("wrong-password-1234"), "{stderr}");
 }
