@@ -297,22 +297,48 @@ fn sweep(inner: &Arc<Inner>) {
     }
 }
 
+/// Forgets hosts seen for entries no longer checked or no longer covering them, and the results
+/// (with their metric series) of hosts no longer checked: neither seen nor in `probeHosts`.
 fn forget_unchecked(inner: &Inner, checked: &[&Registry]) {
-    let keep = |registry: &str, host: &str| {
-        checked.iter().any(|r| {
-            r.name == registry
-                && (r.probe_hosts.iter().any(|h| h == host)
-                    || covers(&r.hosts, host, None).is_some())
-        })
+    let covered = |registry: &str, host: &str| {
+        checked
+            .iter()
+            .any(|r| r.name == registry && covers(&r.hosts, host, None).is_some())
     };
-    if let Ok(mut seen) = inner.seen.write() {
-        retain(&mut seen, keep, |_, _| {});
+    // Write locks only when something is to go: admission's reads do not wait, and fail on a
+    // write lock.
+    if inner
+        .seen
+        .read()
+        .is_ok_and(|seen| any_dropped(&seen, covered))
+        && let Ok(mut seen) = inner.seen.write()
+    {
+        retain(&mut seen, covered, |_, _| {});
     }
-    if let Ok(mut results) = inner.results.write() {
-        retain(&mut results, keep, |registry, host| {
+    let Ok(seen) = inner.seen.read().map(|seen| seen.clone()) else {
+        return;
+    };
+    let target = |registry: &str, host: &str| {
+        get(&seen, registry, host).is_some()
+            || checked
+                .iter()
+                .any(|r| r.name == registry && r.probe_hosts.iter().any(|h| h == host))
+    };
+    if inner
+        .results
+        .read()
+        .is_ok_and(|results| any_dropped(&results, target))
+        && let Ok(mut results) = inner.results.write()
+    {
+        retain(&mut results, target, |registry, host| {
             inner.metrics.forget_credential_status(registry, host);
         });
     }
+}
+
+fn any_dropped<V>(map: &ByHost<V>, keep: impl Fn(&str, &str) -> bool) -> bool {
+    map.iter()
+        .any(|(registry, hosts)| hosts.keys().any(|host| !keep(registry, host)))
 }
 
 async fn check_one(
@@ -520,6 +546,85 @@ mod tests {
             .iter()
             .map(|t| HostPattern::parse(t).expect("pattern"))
             .collect()
+    }
+
+    /// A closed loopback port: each check ends at once, unreachable.
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    }
+
+    async fn until(mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..500 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn probe_hosts_are_checked_once_per_credential_and_forgotten_with_their_entry() {
+        let host = format!("127.0.0.1:{}", closed_port());
+        let config = |probe: bool| {
+            let text = format!(
+                "registries:\n- name: lab\n  hosts: [\"{host}\"]\n  secretName: lab-pull\n  credentials: {{basicAuth: {{usernameFile: /u, passwordFile: /p}}}}\n{}",
+                if probe {
+                    format!("  probeHosts: [\"{host}\"]\n")
+                } else {
+                    String::new()
+                }
+            );
+            Arc::new(Config::from_yaml_str(&text).expect("config"))
+        };
+        let (config_tx, config_rx) = watch::channel(config(true));
+        let password = Arc::new(Mutex::new("first".to_owned()));
+        let lookup: CredentialLookup = {
+            let password = password.clone();
+            let patterns = patterns(&[&host]);
+            Arc::new(move |_: &str| {
+                let password = password.lock().expect("lock").clone();
+                Some(Arc::new(render_basic(&patterns, "ci", &password)))
+            })
+        };
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let health = RegistryHealth::start(
+            config_rx,
+            lookup,
+            None,
+            metrics.clone(),
+            HealthOptions {
+                tick: Duration::from_millis(20),
+                ..HealthOptions::default()
+            },
+            shutdown.clone(),
+        );
+        assert!(
+            until(|| health.last("lab", &host).is_some()).await,
+            "never checked"
+        );
+        assert_eq!(
+            health.last("lab", &host).map(|h| h.status),
+            Some(CheckStatus::Unreachable)
+        );
+        // Ticks pass; the interval (5 minutes) does not: no second check.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(health.checks_started(), 1);
+        let series = format!("registry=\"lab\",host=\"{host}\",status=\"unreachable\"}} 1");
+        assert!(metrics.render().contains(&series), "{}", metrics.render());
+
+        // New credentials: checked again at once.
+        *password.lock().expect("lock") = "second".to_owned();
+        health.wake();
+        assert!(until(|| health.checks_started() == 2).await);
+
+        // The entry no longer lists the host: its result and its series go.
+        config_tx.send_replace(config(false));
+        assert!(until(|| health.last("lab", &host).is_none()).await);
+        assert!(!metrics.render().contains(&host), "{}", metrics.render());
+        shutdown.cancel();
     }
 
     #[test]
