@@ -264,9 +264,7 @@ async fn a_probe_host_whose_token_server_denies_the_permission_warns_the_first_p
         403,
         r#"{"errors":[{"code":"DENIED","message":"Permission \"artifactregistry.repositories.downloadArtifacts\" denied on resource \"projects/acme/locations/europe-west1/repositories/app\" (or it may not exist)"}]}"#,
     )]);
-    let temp = tempfile::tempdir().expect("tempdir");
-    let ca = temp.path().join("ca.crt");
-    std::fs::write(&ca, &registry.certs.ca_pem).expect("ca");
+    let ca = registry.ca_file();
     let host = registry.host();
     let webhook = Webhook::start(
         std::slice::from_ref(&host),
@@ -388,9 +386,7 @@ async fn a_host_never_used_by_a_pod_is_never_probed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_pods_check_each_host_once_and_remember_a_bounded_set_of_hosts() {
     let registry = TokenRegistry::start(USER, PASSWORD).await;
-    let temp = tempfile::tempdir().expect("tempdir");
-    let ca = temp.path().join("ca.crt");
-    std::fs::write(&ca, &registry.certs.ca_pem).expect("ca");
+    let ca = registry.ca_file();
     // The token server answers slowly at first: every Pod arrives while the first check is in flight.
     registry.script([TokenReply::Slow(Duration::from_millis(800))]);
     let health = HealthOptions {

@@ -99,6 +99,7 @@ pub struct TokenRegistry {
     pub addr: SocketAddr,
     pub certs: TestCerts,
     state: Arc<TokenState>,
+    dir: tempfile::TempDir,
 }
 
 struct TokenState {
@@ -131,7 +132,20 @@ impl TokenRegistry {
             .with_state(state.clone());
         let addr = serve_tls(router, &certs).await;
         *state.realm.lock().unwrap() = format!("https://127.0.0.1:{}/token", addr.port());
-        Self { addr, certs, state }
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self {
+            addr,
+            certs,
+            state,
+            dir,
+        }
+    }
+
+    /// A PEM file with the CA of this registry's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        let path = self.dir.path().join("ca.crt");
+        std::fs::write(&path, &self.certs.ca_pem).expect("ca");
+        path
     }
 
     pub fn host(&self) -> String {
