@@ -58,7 +58,25 @@ pub struct Registry {
     pub hosts: Vec<HostPattern>,
     pub secret_name: String,
     pub credentials: Option<CredentialSource>,
+    /// Whether and how often the credentials are tried against the registry hosts Pods use.
+    pub health_check: HealthCheck,
+    /// Concrete hosts checked even before a Pod uses them (wildcard patterns are never checked).
+    pub probe_hosts: Vec<String>,
+    /// PEM CA certificates the registry's TLS certificate chains to, instead of the system's.
+    pub ca_file: Option<PathBuf>,
 }
+
+/// The registry check of one entry, resolved from the entry's `healthCheck` and the global one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// On by default when the entry has credentials; never on without them.
+    pub enabled: bool,
+    pub interval: Duration,
+}
+
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5 * 60);
+const MIN_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+const MAX_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Where a registry's credentials are read from. Files, because they arrive as mounted Secret volumes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -325,7 +343,8 @@ pub enum ConfigError {
 /// - Shown, because a reader needs them to find the mistake and they name things rather than
 ///   grant access: the string values of naming fields outside `credentials` once read as strings
 ///   (registry names, host patterns, presets, Secret names, namespaces, label and annotation keys,
-///   label selectors, `failureMode`, `provisioning.budget`).
+///   label selectors, `failureMode`, `provisioning.budget`, `healthCheck.interval`, `probeHosts`,
+///   `caFile`).
 /// - YAML syntax errors give libyaml's fixed description and the line and column; a key given twice
 ///   is reported without the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -398,6 +417,7 @@ struct RawConfig {
     opt_out: Node<RawOptOut>,
     failure_mode: Node<String>,
     provisioning: Node<RawProvisioning>,
+    health_check: Node<RawHealthCheck>,
 }
 
 #[derive(Default, Deserialize)]
@@ -409,6 +429,16 @@ struct RawRegistry {
     secret_name: Node<String>,
     // `credentials: {gcpJsonKey: {...}}` rather than a YAML tag: exactly one of these.
     credentials: Node<RawCredentials>,
+    health_check: Node<RawHealthCheck>,
+    probe_hosts: Node<Vec<Node<String>>>,
+    ca_file: Node<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct RawHealthCheck {
+    enabled: Node<bool>,
+    interval: Node<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -520,6 +550,9 @@ shape::mapping_shape!(
     },
     RawProvisioning {
         null_is_empty: false
+    },
+    RawHealthCheck {
+        null_is_empty: true
     },
     RawSelector {
         null_is_empty: false
@@ -733,6 +766,7 @@ fn validate(raw: Node<RawConfig>, unknown: &[Vec<Segment>]) -> Result<Config, Co
         }
     };
 
+    let global_check = health_check_settings(&mut report, "healthCheck", raw.health_check);
     let raw_registries = report.list("registries", raw.registries);
     if raw_registries.is_empty() && !report.errors.iter().any(|e| e.field == "registries") {
         report.error("registries", "at least one registry entry is required");
@@ -829,11 +863,42 @@ fn validate(raw: Node<RawConfig>, unknown: &[Vec<Segment>]) -> Result<Config, Co
         let credentials = report
             .optional(&credentials_at, raw.credentials)
             .and_then(|raw| credential_source(&mut report, &credentials_at, raw, unknown));
+        let own_check = health_check_settings(&mut report, &at("healthCheck"), raw.health_check);
+        let health_check = HealthCheck {
+            enabled: credentials.is_some()
+                && own_check.enabled.or(global_check.enabled).unwrap_or(true),
+            interval: own_check
+                .interval
+                .or(global_check.interval)
+                .unwrap_or(DEFAULT_HEALTH_CHECK_INTERVAL),
+        };
+        let mut probe_hosts = Vec::new();
+        for (field, host) in report.list(&at("probeHosts"), raw.probe_hosts) {
+            match probe_host_problem(&host, &hosts) {
+                Some(problem) => report.error(field, format!("{host:?} {problem}")),
+                None if probe_hosts.contains(&host) => {}
+                None => probe_hosts.push(host),
+            }
+        }
+        let ca_file = report
+            .optional(&at("caFile"), raw.ca_file)
+            .and_then(|file| {
+                let path = PathBuf::from(&file);
+                if path.is_absolute() {
+                    Some(path)
+                } else {
+                    report.error(at("caFile"), format!("{file:?} must be an absolute path"));
+                    None
+                }
+            });
         registries.push(Registry {
             name,
             hosts,
             secret_name,
             credentials,
+            health_check,
+            probe_hosts,
+            ca_file,
         });
     }
 
@@ -930,6 +995,76 @@ fn validate(raw: Node<RawConfig>, unknown: &[Vec<Segment>]) -> Result<Config, Co
         failure_mode,
         provisioning,
     })
+}
+
+/// `healthCheck` as written; what is not given comes from the global setting or the defaults.
+#[derive(Default)]
+struct HealthCheckSettings {
+    enabled: Option<bool>,
+    interval: Option<Duration>,
+}
+
+fn health_check_settings(
+    report: &mut Report,
+    at: &str,
+    node: Node<RawHealthCheck>,
+) -> HealthCheckSettings {
+    let Some(raw) = report.optional(at, node) else {
+        return HealthCheckSettings::default();
+    };
+    let enabled = report.optional(&format!("{at}.enabled"), raw.enabled);
+    let field = format!("{at}.interval");
+    let interval =
+        report
+            .optional(&field, raw.interval)
+            .and_then(|text| match parse_go_duration(&text) {
+                Some(d) if (MIN_HEALTH_CHECK_INTERVAL..=MAX_HEALTH_CHECK_INTERVAL).contains(&d) => {
+                    Some(d)
+                }
+                Some(_) => {
+                    report.error(
+                        &field,
+                        format!(
+                            "{text:?} must be between {} and {}",
+                            format_duration(MIN_HEALTH_CHECK_INTERVAL),
+                            format_duration(MAX_HEALTH_CHECK_INTERVAL)
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    report.error(
+                        &field,
+                        format!("{text:?} is not a duration (write e.g. \"5m\")"),
+                    );
+                    None
+                }
+            });
+    HealthCheckSettings { enabled, interval }
+}
+
+/// Why `host` cannot be a probe host of an entry with these patterns: it must be one concrete
+/// `host[:port]` that one of the patterns covers (its Secret is used there).
+fn probe_host_problem(host: &str, patterns: &[HostPattern]) -> Option<&'static str> {
+    if host.contains('*') {
+        return Some("is a wildcard; list concrete hosts only");
+    }
+    let image = format!("{host}/probe");
+    let reference = match crate::admission::ImageReference::parse(&image) {
+        Ok(reference) if reference.domain == host && !reference.is_docker_hub() => reference,
+        _ => return Some("is not a registry host[:port]"),
+    };
+    let covered = patterns.iter().any(|pattern| {
+        // A pattern with a path ("gcr.io/my-project") covers the host for images under that path.
+        match pattern.as_str().split_once('/') {
+            Some((_, path)) => {
+                crate::admission::ImageReference::parse(&format!("{host}/{path}/probe"))
+                    .is_ok_and(|r| pattern.matches(&r))
+            }
+            None => pattern.matches(&reference),
+        }
+    });
+    (!covered).then_some("is not covered by the entry's host patterns")
 }
 
 /// The one source a registry's `credentials` names. Nothing under `credentials` is quoted back but
@@ -1345,6 +1480,9 @@ fn known_fields(parent: &[Segment]) -> &'static [&'static str] {
         ["registries", "[]", "credentials", "dockerConfigJson"] => shape::fields_of::<RawFile>(),
         ["optOut"] => shape::fields_of::<RawOptOut>(),
         ["provisioning"] => shape::fields_of::<RawProvisioning>(),
+        ["healthCheck"] | ["registries", "[]", "healthCheck"] => {
+            shape::fields_of::<RawHealthCheck>()
+        }
         ["namespaceSelector"] => shape::fields_of::<RawSelector>(),
         ["namespaceSelector", "matchExpressions", "[]"] => shape::fields_of::<RawRequirement>(),
         _ => &[],
@@ -2013,6 +2151,125 @@ namespaceSelector:
                 .unwrap_or_else(|| panic!("{credentials}: {err}"));
             assert!(found.problem.contains(needle), "{credentials}: {err}");
             assert!(!err.to_string().contains(secret), "echoes a value: {err}");
+        }
+    }
+
+    #[test]
+    fn health_check_is_on_for_entries_with_credentials_and_follows_the_global_setting() {
+        let text = r#"
+healthCheck: { interval: 2m }
+registries:
+  - name: lab
+    hosts: ["registry.lab.example.com:5000", "*.mirror.example.com"]
+    secretName: lab-pull
+    credentials:
+      basicAuth: { usernameFile: /etc/psi/lab/username, passwordFile: /etc/psi/lab/password }
+    probeHosts: ["eu.mirror.example.com", "eu.mirror.example.com"]
+    caFile: /etc/psi/lab-ca/ca.crt
+  - name: quiet
+    hosts: ["quiet.example.com"]
+    secretName: quiet-pull
+    credentials:
+      basicAuth: { usernameFile: /etc/psi/q/username, passwordFile: /etc/psi/q/password }
+    healthCheck: { enabled: false }
+  - name: plain
+    hosts: ["plain.example.com"]
+    secretName: plain-pull
+    healthCheck: { enabled: true, interval: 30s }
+"#;
+        let config = Config::from_yaml_str(text).expect("valid");
+        let [lab, quiet, plain] = &config.registries[..] else {
+            panic!("three entries");
+        };
+        assert_eq!(
+            lab.health_check,
+            HealthCheck {
+                enabled: true,
+                interval: Duration::from_secs(120)
+            }
+        );
+        assert_eq!(lab.probe_hosts, ["eu.mirror.example.com"]);
+        assert_eq!(
+            lab.ca_file.as_deref(),
+            Some(Path::new("/etc/psi/lab-ca/ca.crt"))
+        );
+        assert!(!quiet.health_check.enabled);
+        assert_eq!(quiet.health_check.interval, Duration::from_secs(120));
+        // Nothing to check without credentials, whatever the entry says.
+        assert!(!plain.health_check.enabled);
+        assert_eq!(plain.health_check.interval, Duration::from_secs(30));
+
+        let defaults = Config::from_yaml_str(
+            "registries:\n- {name: a, hosts: [a.example.com], secretName: a, credentials: {dockerConfigJson: {file: /d}}}\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            defaults.registries[0].health_check,
+            HealthCheck {
+                enabled: true,
+                interval: DEFAULT_HEALTH_CHECK_INTERVAL
+            }
+        );
+    }
+
+    #[test]
+    fn bad_health_check_settings_and_probe_hosts_name_their_field() {
+        let text = r#"
+healthCheck: { enabled: "yes", interval: 1s }
+registries:
+  - name: lab
+    hosts: ["registry.lab.example.com:5000", "*.mirror.example.com", "gcr.io/acme"]
+    secretName: lab-pull
+    healthCheck: { interval: soon, every: 5m }
+    probeHosts: ["*.mirror.example.com", "other.example.com", "gcr.io", "not a host", "eu.mirror.example.com"]
+    caFile: ca.crt
+"#;
+        let errors = Config::from_yaml_str(text)
+            .expect_err("invalid")
+            .field_errors()
+            .to_vec();
+        let expected = [
+            (
+                "healthCheck.enabled",
+                "expected true or false, found a string",
+            ),
+            (
+                "healthCheck.interval",
+                "\"1s\" must be between 10s and 86400s",
+            ),
+            (
+                "registries[0].healthCheck.interval",
+                "\"soon\" is not a duration",
+            ),
+            (
+                "registries[0].healthCheck.every",
+                "unknown field; expected one of: enabled, interval",
+            ),
+            ("registries[0].probeHosts[0]", "is a wildcard"),
+            (
+                "registries[0].probeHosts[1]",
+                "is not covered by the entry's host patterns",
+            ),
+            (
+                "registries[0].probeHosts[3]",
+                "is not a registry host[:port]",
+            ),
+            ("registries[0].caFile", "must be an absolute path"),
+        ];
+        for (field, needle) in expected {
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.field == field && e.problem.contains(needle)),
+                "{field}: {needle} not in {errors:#?}"
+            );
+        }
+        // gcr.io is covered by "gcr.io/acme" (for images under acme/), the mirror host by its wildcard.
+        for fine in ["registries[0].probeHosts[2]", "registries[0].probeHosts[4]"] {
+            assert!(
+                !errors.iter().any(|e| e.field == fine),
+                "{fine}: {errors:#?}"
+            );
         }
     }
 

@@ -168,6 +168,11 @@ async fn mutate(args: MutateArgs) -> Result<(), String> {
     }
     let input_is_json = text.trim_start().starts_with('{');
     let pod = preview::parse_pod(&text).map_err(|e| e.to_string())?;
+    let checks = if args.check_registries {
+        preview::check_registries(&config, &pod, REGISTRY_CHECK_TIMEOUT).await
+    } else {
+        Vec::new()
+    };
     let result = preview::preview(&config, pod, args.namespace.as_deref())
         .await
         .map_err(|e| e.to_string())?;
@@ -178,6 +183,9 @@ async fn mutate(args: MutateArgs) -> Result<(), String> {
     if result.patch.0.is_empty() {
         let reason = result.reason.as_deref().unwrap_or("nothing to add");
         eprintln!("No patch: {reason}");
+    }
+    for check in &checks {
+        eprintln!("Registry check: {check}");
     }
     let output = match args.output {
         MutateOutput::Patch => {
@@ -191,8 +199,17 @@ async fn mutate(args: MutateArgs) -> Result<(), String> {
         }
     };
     println!("{}", output.trim_end());
+    let rejected = checks.iter().filter(|c| c.is_rejected()).count();
+    if rejected > 0 {
+        return Err(format!(
+            "the registry rejected the credentials for {rejected} image(s): pulls would fail"
+        ));
+    }
     Ok(())
 }
+
+/// Bound on each image's registry check in `mutate --check-registries`.
+const REGISTRY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Checks what `serve` would load: the config, then every credential file it names.
 fn check_config(args: CheckConfigArgs) -> Result<(), String> {
@@ -219,6 +236,19 @@ fn check_config(args: CheckConfigArgs) -> Result<(), String> {
             registry.secret_name,
             hosts.join(", ")
         );
+        if registry.health_check.enabled {
+            let mut check = format!(
+                "    registry check every {}s on the hosts Pods use",
+                registry.health_check.interval.as_secs()
+            );
+            if !registry.probe_hosts.is_empty() {
+                check.push_str(&format!(" and {}", registry.probe_hosts.join(", ")));
+            }
+            if let Some(ca) = &registry.ca_file {
+                check.push_str(&format!("; CA bundle {}", ca.display()));
+            }
+            println!("{check}");
+        }
     }
     println!(
         "  skipped namespaces: {}",

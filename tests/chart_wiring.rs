@@ -1152,6 +1152,7 @@ fn cluster_role_grants_only_what_the_binary_needs() {
         let mut create_unscoped = false;
         let mut scoped_verbs = BTreeSet::new();
         let mut namespace_rules = 0;
+        let mut event_rules = 0;
         for (i, rule) in role.rules.clone().unwrap_or_default().iter().enumerate() {
             let groups = rule.api_groups.clone().unwrap_or_default();
             let resources = rule.resources.clone().unwrap_or_default();
@@ -1191,11 +1192,23 @@ fn cluster_role_grants_only_what_the_binary_needs() {
                 namespace_rules += 1;
                 continue;
             }
+            if groups == [""] && resources == ["events"] {
+                // The registry check's Events: create only, in any namespace.
+                check!(
+                    p,
+                    m,
+                    rule.verbs == ["create"] && names.is_empty(),
+                    "ClusterRole {role_name} rule {i}: events must get exactly [\"create\"] without resourceNames, got {:?} on {names:?}",
+                    rule.verbs
+                );
+                event_rules += 1;
+                continue;
+            }
             check!(
                 p,
                 m,
                 groups == [""] && resources == ["secrets"],
-                "ClusterRole {role_name} rule {i}: grants {groups:?}/{resources:?}; only core secrets and the namespace watch are allowed"
+                "ClusterRole {role_name} rule {i}: grants {groups:?}/{resources:?}; only core secrets, the namespace watch and Event creation are allowed"
             );
             for verb in &rule.verbs {
                 if verb == "create" {
@@ -1235,6 +1248,12 @@ fn cluster_role_grants_only_what_the_binary_needs() {
             m,
             namespace_rules == 1,
             "ClusterRole {role_name}: expected one rule for the namespace list/watch, found {namespace_rules}"
+        );
+        check!(
+            p,
+            m,
+            event_rules == 1,
+            "ClusterRole {role_name}: expected one rule for creating Events, found {event_rules}"
         );
         let missing: Vec<_> = NAME_SCOPED_VERBS
             .iter()
@@ -1562,6 +1581,28 @@ fn volumes_cover_config_tls_and_credentials() {
                     "registry {registry}: external Secret {secret_name} is mounted without items; the key {key:?} is not checked"
                 );
             }
+        }
+        // Every registry CA bundle named in the config lies in a mounted ConfigMap that projects it.
+        for r in config["registries"].as_array().into_iter().flatten() {
+            let Some(path) = r["caFile"].as_str() else {
+                continue;
+            };
+            let name = r["name"].as_str().unwrap_or("?");
+            let projected = mount_for(path).and_then(|(mount, rest)| {
+                let source = volume(&mount.name)?.config_map?;
+                source
+                    .items
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|item| item.path == rest)
+                    .then_some(())
+            });
+            check!(
+                p,
+                m,
+                projected.is_some(),
+                "registry {name}: caFile {path} is not a projected key of a mounted ConfigMap"
+            );
         }
         // And nothing is mounted for registries without credentials.
         let registries_with_files: BTreeSet<&str> = files.iter().map(|(r, _)| r.as_str()).collect();

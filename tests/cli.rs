@@ -858,3 +858,95 @@ fn check_config_validates_a_workload_identity_federation_credential_config() {
         assert!(output.contains(&file.display().to_string()), "{output}");
     }
 }
+
+/// `mutate --check-registries` answers "will this Pod pull?" per image, against the distribution
+/// registry with htpasswd auth: ok with the right password, rejected (and a failing exit) with a
+/// wrong one; an image on no configured registry is said not to be checked.
+#[test]
+fn mutate_check_registries_prints_the_result_per_image() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let registry = runtime.block_on(support::registry::DistributionRegistry::start(
+        "ci",
+        "right-password-7731",
+    ));
+    let host = registry.host();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("username"), "ci\n").expect("username");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "registries:\n- name: lab\n  hosts: [\"{host}\"]\n  secretName: lab-pull\n  caFile: {ca}\n  credentials:\n    basicAuth: {{usernameFile: {d}/username, passwordFile: {d}/password}}\n",
+            ca = registry.ca_file().display(),
+            d = dir.path().display()
+        ),
+    )
+    .expect("config");
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n  - {{name: a, image: \"{host}/team/app:1\"}}\n  - {{name: b, image: \"public.example.test/tool:1\"}}\n"
+        ),
+    )
+    .expect("pod");
+    let run = |password: &str| {
+        std::fs::write(dir.path().join("password"), password).expect("password");
+        Command::new(BIN)
+            .args(["mutate", "--check-registries", "--config"])
+            .arg(&config)
+            .arg("-f")
+            .arg(&pod)
+            .output()
+            .expect("run mutate")
+    };
+
+    let output = run("right-password-7731");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Registry check: {host}/team/app:1 (registry entry \"lab\"): ok (credentials accepted; the repository answered 404: repository name not known to registry)\n"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "Registry check: public.example.test/tool:1: not checked: no registry entry matches it"
+        ),
+        "{stderr}"
+    );
+    // The patch is still the output.
+    let patch: serde_json::Value = serde_json::from_slice(&output.stdout).expect("patch");
+    assert_eq!(patch[0]["value"][0]["name"], "lab-pull");
+
+    let output = run("wrong-password-1234");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Registry check: {host}/team/app:1 (registry entry \"lab\"): rejected (401: authentication required)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: the registry rejected the credentials for 1 image(s)"),
+        "{stderr}"
+    );
+    // check-config says what the registry check will do.
+    let output = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run check-config");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "    registry check every 300s on the hosts Pods use; CA bundle {}",
+            registry.ca_file().display()
+        )),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("wrong-password-1234"), "{stderr}");
+}

@@ -29,12 +29,15 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
+use pullsecret_injector::provisioning::health::HealthOptions;
+use pullsecret_injector::provisioning::registry_check::CheckStatus;
 use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
 use pullsecret_injector::serving::Metrics;
 use pullsecret_injector::serving::ServerOptions;
 use serde_json::json;
 use support::fake_api::{self, FakeApi, Fault};
 use support::load::pod_review;
+use support::registry::{ISSUED_TOKEN, TokenRegistry};
 use support::{KubeletDir, TestOptions, TestServer, eventually};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -283,6 +286,11 @@ fn test_options() -> ProvisionerOptions {
         // scenario takes the path where its credentials enter this process.
         foreign_recheck: Duration::ZERO,
         // reload_poll: the default (30 s) backs up the file watch and never fires in a test.
+        // Hosts are not recorded: no registry check leaves the loopback.
+        health: HealthOptions {
+            max_hosts: 0,
+            ..HealthOptions::default()
+        },
         ..ProvisionerOptions::default()
     }
 }
@@ -296,9 +304,13 @@ const IMAGES: [&str; 4] = [
 const SECRETS: [&str; 4] = ["gcr-pull", "corp-pull", "quay-pull", "wif-pull"];
 
 async fn admit(server: &TestServer, namespace: &str) -> serde_json::Value {
+    admit_images(server, namespace, &IMAGES).await
+}
+
+async fn admit_images(server: &TestServer, namespace: &str, images: &[&str]) -> serde_json::Value {
     let mut conn = server.client.connect().await.expect("connect");
     let uid = format!("uid-{namespace}");
-    let reply = conn.review(pod_review(&uid, namespace, &IMAGES)).await;
+    let reply = conn.review(pod_review(&uid, namespace, images)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let response = reply.json();
     assert_eq!(response["response"]["allowed"], true, "{response}");
@@ -662,6 +674,77 @@ provisioning: {{budget: 2s}}
     )
     .await;
 
+    // 9. The registry check of a basic-auth credential against a Bearer token server: a wrong
+    //    password (rejected), then the right one (a token issued and shown to the registry).
+    let registry = TokenRegistry::start("robot", &unique("probe-password-right")).await;
+    let probe_right = registry.password();
+    let probe_wrong = unique("probe-password-wrong");
+    for (name, password) in [("probe right", &probe_right), ("probe wrong", &probe_wrong)] {
+        needles.add(name, password);
+        needles.add(
+            &format!("probe basic auth ({name})"),
+            &base64::engine::general_purpose::STANDARD.encode(format!("robot:{password}")),
+        );
+    }
+    needles.add("issued registry token", ISSUED_TOKEN);
+    let mut probe_dir = KubeletDir::create(
+        &temp.path().join("credentials/probe"),
+        &[("username", b"robot"), ("password", probe_wrong.as_bytes())],
+    );
+    let probe_ca = temp.path().join("probe-ca.crt");
+    std::fs::write(&probe_ca, &registry.certs.ca_pem).expect("ca");
+    let probe_config = format!(
+        "registries:\n- name: probe\n  hosts: [\"{host}\"]\n  secretName: probe-pull\n  caFile: {ca}\n  credentials:\n    basicAuth: {{usernameFile: {dir}/username, passwordFile: {dir}/password}}\n",
+        host = registry.host(),
+        ca = probe_ca.display(),
+        dir = probe_dir.path().display(),
+    );
+    let probe_api = Arc::new(FakeApi::start(&["probe-pull"]).await);
+    probe_api.ensure_namespace("team-a");
+    let probe_provisioner = KubePullSecrets::start(
+        probe_api.client(),
+        Arc::new(Metrics::new()),
+        ProvisionerOptions {
+            health: HealthOptions {
+                tick: Duration::from_millis(100),
+                timeout: Duration::from_secs(5),
+                ..HealthOptions::default()
+            },
+            ..test_options()
+        },
+    );
+    let probe_server = TestServer::start_with(TestOptions {
+        server: relaxed_timeouts(),
+        ..TestOptions::new(&probe_config, Arc::new(probe_provisioner.clone()))
+    })
+    .await;
+    let image = format!("{}/team/app:1", registry.host());
+    let probe_status = |status: CheckStatus| {
+        let health = probe_provisioner.registry_health().clone();
+        let host = registry.host();
+        eventually(CONVERGE, move || {
+            let last = health.last("probe", &host);
+            async move { last.is_some_and(|h| h.status == status) }
+        })
+    };
+    admit_images(&probe_server, "team-a", &[&image]).await;
+    assert!(
+        probe_status(CheckStatus::Rejected).await,
+        "no rejected check"
+    );
+    let warned = admit_images(&probe_server, "team-a", &[&image]).await;
+    assert!(
+        warned.to_string().contains("rejected the credentials"),
+        "{warned}"
+    );
+    probe_dir.update(&[("username", b"robot"), ("password", probe_right.as_bytes())]);
+    assert!(
+        probe_status(CheckStatus::Ok).await,
+        "no ok check after rotation"
+    );
+    assert!(registry.token_requests() >= 2 && registry.v2_requests() >= 3);
+    probe_provisioner.stop();
+
     // Let background work (retries, watches) settle and log what it logs.
     tokio::time::sleep(Duration::from_millis(500)).await;
     provisioner.stop();
@@ -682,6 +765,7 @@ provisioning: {{budget: 2s}}
         "cannot use the subject token file",
         "token exchange for audience //iam.googleapis.com/projects/123456789012",
         "HTTP 403: PERMISSION_DENIED",
+        "registry check changed state",
         // The refused config's error was logged, naming its fields.
         "registries[0].credentials.basicAuth: expected a mapping, found a string",
         "registries[1].credentials.gcpJsonKey: expected a mapping, found a string",

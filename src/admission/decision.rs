@@ -49,6 +49,9 @@ pub(crate) struct RequiredSecret<'c, 'p> {
     pub pattern: &'c HostPattern,
     /// Whether `spec.imagePullSecrets` already lists it (then no patch is needed for it).
     pub already_listed: bool,
+    /// The registry hosts (`host[:port]`) the Pod pulls from with it, each with the first
+    /// repository pulled there.
+    pub hosts: Vec<(&'p str, Cow<'p, str>)>,
 }
 
 /// Where an image is in the Pod.
@@ -157,21 +160,27 @@ pub(crate) fn decide<'c, 'p>(
             }
         };
         for registry in &config.registries {
-            if decision
-                .required
-                .iter()
-                .any(|r| std::ptr::eq(r.registry, registry))
-            {
-                continue;
-            }
             let Some(pattern) = registry.hosts.iter().find(|p| p.matches(&reference)) else {
                 continue;
             };
+            if let Some(required) = decision
+                .required
+                .iter_mut()
+                .find(|r| std::ptr::eq(r.registry, registry))
+            {
+                if !required.hosts.iter().any(|(h, _)| *h == reference.domain) {
+                    required
+                        .hosts
+                        .push((reference.domain, reference.normalized_path()));
+                }
+                continue;
+            }
             decision.required.push(RequiredSecret {
                 registry,
                 image,
                 pattern,
                 already_listed: listed.contains(&registry.secret_name.as_str()),
+                hosts: vec![(reference.domain, reference.normalized_path())],
             });
         }
     }

@@ -21,6 +21,9 @@ pub use reference::{HostPattern, ImageReference, PatternError, ReferenceError};
 /// Kubernetes recommends warnings of at most 120 characters; longer ones may be cut.
 const MAX_WARNING_CHARS: usize = 120;
 const MAX_WARNINGS: usize = 10;
+/// The API server may cut warnings past 256 characters. A rejected credential's warning may use
+/// that room: the registry's own reason is what the user needs to act on.
+const MAX_DETAILED_WARNING_CHARS: usize = 256;
 /// Starts every warning, so users can tell where it comes from.
 const WARNING_PREFIX: &str = "pullsecret-injector: ";
 /// Time kept back from the API server's timeout for writing and sending the answer.
@@ -232,6 +235,14 @@ async fn answer(
         ));
         return answer;
     }
+    if set == ContainerSet::PodCreate {
+        credential_warnings(
+            &review.namespace,
+            &decision,
+            pull_secrets,
+            &mut answer.warnings,
+        );
+    }
     answer.outcome = Outcome::Unchanged;
     if set == ContainerSet::Ephemeral {
         // imagePullSecrets is immutable after creation: an update is never patched.
@@ -332,6 +343,78 @@ async fn ensure_secrets(
     not_ready
 }
 
+/// Records the hosts the Pod pulls from for the registry check (never waiting on it), and warns
+/// when the last check saw the registry reject the credentials the Pod's Secret carries there.
+fn credential_warnings(
+    namespace: &str,
+    decision: &Decision<'_, '_>,
+    pull_secrets: &dyn PullSecrets,
+    warnings: &mut Vec<String>,
+) {
+    let now = std::time::SystemTime::now();
+    for required in &decision.required {
+        for (host, repository) in &required.hosts {
+            pull_secrets.saw_image_host(required.registry, host, repository, namespace);
+            let Some(health) = pull_secrets.credential_health(required.registry, host) else {
+                continue;
+            };
+            if health.status != crate::provisioning::registry_check::CheckStatus::Rejected {
+                continue;
+            }
+            let age = now.duration_since(health.checked_at).unwrap_or_default();
+            push_warning_within(
+                warnings,
+                rejection_warning(host, &required.registry.secret_name, age, &health.detail),
+                MAX_DETAILED_WARNING_CHARS,
+            );
+        }
+    }
+}
+
+/// `registry HOST rejected the credentials of "SECRET" 3m ago (DETAIL); pulls will fail`, the
+/// registry's detail shortened so the whole fits the recommended length.
+fn rejection_warning(host: &str, secret: &str, age: Duration, detail: &str) -> String {
+    let before = format!(
+        "registry {host} rejected the credentials of {secret:?} {} ago",
+        short_age(age)
+    );
+    let after = "; pulls will fail";
+    let room = (MAX_DETAILED_WARNING_CHARS - WARNING_PREFIX.len())
+        .saturating_sub(before.chars().count() + after.chars().count() + " ()".len());
+    let detail_chars = detail.chars().count();
+    let detail = if detail.is_empty() || room < 4 {
+        // No room for the text: the status code alone, when it fits.
+        match detail
+            .split_once(':')
+            .map(|(code, _)| code)
+            .unwrap_or(detail)
+        {
+            code if !code.is_empty() && code.len() <= room => code.to_owned(),
+            _ => String::new(),
+        }
+    } else if detail_chars <= room {
+        detail.to_owned()
+    } else {
+        let head: String = detail.chars().take(room - 3).collect();
+        format!("{head}...")
+    };
+    if detail.is_empty() {
+        format!("{before}{after}")
+    } else {
+        format!("{before} ({detail}){after}")
+    }
+}
+
+/// "45s", "3m", "2h": how long ago, as a person reads it.
+fn short_age(age: Duration) -> String {
+    let seconds = age.as_secs();
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        _ => format!("{}h", seconds / 3600),
+    }
+}
+
 fn no_patch_reason(decision: &Decision<'_, '_>) -> String {
     if decision.required.is_empty() {
         "no image matches a configured registry".to_owned()
@@ -367,10 +450,14 @@ pub fn timeout_from_query(query: Option<&str>) -> Option<Duration> {
 
 /// Adds the prefix; a message too long for the recommended length is cut at its end.
 fn push_warning(warnings: &mut Vec<String>, message: String) {
+    push_warning_within(warnings, message, MAX_WARNING_CHARS);
+}
+
+fn push_warning_within(warnings: &mut Vec<String>, message: String, max_chars: usize) {
     if warnings.len() >= MAX_WARNINGS {
         return;
     }
-    let room = MAX_WARNING_CHARS - WARNING_PREFIX.len();
+    let room = max_chars - WARNING_PREFIX.len();
     let text = match message.char_indices().nth(room) {
         None => message,
         Some(_) => {

@@ -622,3 +622,164 @@ async fn an_ineligible_namespace_gets_the_patch_and_a_warning() {
         answer.warnings
     );
 }
+
+/// Reports one registry check per host and records the hosts admission says Pods use.
+struct CheckedHosts {
+    health: Vec<(&'static str, crate::provisioning::health::HostHealth)>,
+    seen: std::sync::Mutex<Vec<(String, String, String)>>,
+}
+
+impl PullSecrets for CheckedHosts {
+    fn ready_now(&self, _request: &EnsureRequest<'_>) -> Option<EnsureOutcome> {
+        Some(EnsureOutcome::Ready)
+    }
+
+    fn ensure<'a>(
+        &'a self,
+        _request: EnsureRequest<'a>,
+    ) -> futures::future::BoxFuture<'a, EnsureOutcome> {
+        Box::pin(std::future::ready(EnsureOutcome::Ready))
+    }
+
+    fn saw_image_host(
+        &self,
+        registry: &crate::config::Registry,
+        host: &str,
+        repository: &str,
+        namespace: &str,
+    ) {
+        assert_eq!(namespace, "team-a");
+        self.seen.lock().expect("lock").push((
+            registry.name.clone(),
+            host.to_owned(),
+            repository.to_owned(),
+        ));
+    }
+
+    fn credential_health(
+        &self,
+        _registry: &crate::config::Registry,
+        host: &str,
+    ) -> Option<crate::provisioning::health::HostHealth> {
+        self.health
+            .iter()
+            .find(|(h, _)| *h == host)
+            .map(|(_, health)| health.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_pod_on_a_host_whose_registry_rejected_the_credentials_is_warned_and_its_hosts_recorded()
+{
+    use crate::provisioning::health::HostHealth;
+    use crate::provisioning::registry_check::CheckStatus;
+    let three_minutes_ago = std::time::SystemTime::now() - Duration::from_secs(200);
+    let checks = CheckedHosts {
+        health: vec![
+            (
+                "europe-west1-docker.pkg.dev",
+                HostHealth {
+                    status: CheckStatus::Rejected,
+                    detail: "403: Permission \"artifactregistry.repositories.downloadArtifacts\" denied on resource \"projects/acme/locations/europe-west1/repositories/app\"".into(),
+                    checked_at: three_minutes_ago,
+                },
+            ),
+            (
+                "us-docker.pkg.dev",
+                HostHealth {
+                    status: CheckStatus::Unreachable,
+                    detail: "503: down".into(),
+                    checked_at: three_minutes_ago,
+                },
+            ),
+            (
+                "gcr.io",
+                HostHealth {
+                    status: CheckStatus::Ok,
+                    detail: String::new(),
+                    checked_at: three_minutes_ago,
+                },
+            ),
+        ],
+        seen: std::sync::Mutex::new(Vec::new()),
+    };
+    let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "a", "image": "europe-west1-docker.pkg.dev/acme/app/api:1"},
+        {"name": "b", "image": "us-docker.pkg.dev/acme/app/worker:1"},
+        {"name": "c", "image": "gcr.io/acme/tool:2"},
+        {"name": "d", "image": "europe-west1-docker.pkg.dev/acme/app/other:1"},
+    ]}});
+    let answer = review(
+        &review_json("CREATE", "pods", None, pod),
+        &config(),
+        &checks,
+        None,
+    )
+    .await
+    .expect("review");
+    assert_eq!(answer.outcome, Outcome::Patched);
+    let rejected: Vec<&String> = answer
+        .warnings
+        .iter()
+        .filter(|w| w.contains("rejected the credentials"))
+        .collect();
+    // Only the host whose check was rejected: unreachable does not blame the credential.
+    assert_eq!(rejected.len(), 1, "{:#?}", answer.warnings);
+    let warning = rejected[0];
+    assert!(
+        warning.starts_with(
+            "pullsecret-injector: registry europe-west1-docker.pkg.dev rejected the credentials of \"gcr-pull\" 3m ago (403"
+        ),
+        "{warning}"
+    );
+    assert!(warning.ends_with("; pulls will fail"), "{warning}");
+    assert!(warning.contains("downloadArtifacts\" denied"), "{warning}");
+    assert!(
+        warning.chars().count() <= MAX_DETAILED_WARNING_CHARS,
+        "{warning}"
+    );
+    let seen = checks.seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        [
+            ("gcp", "europe-west1-docker.pkg.dev", "acme/app/api"),
+            ("gcp", "us-docker.pkg.dev", "acme/app/worker"),
+            ("gcp", "gcr.io", "acme/tool"),
+        ]
+        .map(|(r, h, p)| (r.to_owned(), h.to_owned(), p.to_owned()))
+    );
+}
+
+#[test]
+fn rejection_warnings_keep_their_ending_and_shorten_the_registry_text() {
+    let cases = [
+        (
+            "r.example.com",
+            "401: authentication required",
+            "registry r.example.com rejected the credentials of \"s\" 45s ago (401: authentication required); pulls will fail",
+        ),
+        (
+            "r.example.com",
+            "",
+            "registry r.example.com rejected the credentials of \"s\" 45s ago; pulls will fail",
+        ),
+    ];
+    for (host, detail, expected) in cases {
+        let text = rejection_warning(host, "s", Duration::from_secs(45), detail);
+        assert_eq!(text, expected);
+    }
+    let long = format!("403: {}", "denied ".repeat(60));
+    let text = rejection_warning("r.example.com", "s", Duration::from_secs(45), &long);
+    assert!(
+        text.starts_with(
+            "registry r.example.com rejected the credentials of \"s\" 45s ago (403: denied denied"
+        ),
+        "{text}"
+    );
+    assert!(text.ends_with("...); pulls will fail"), "{text}");
+    assert_eq!(
+        text.chars().count() + WARNING_PREFIX.len(),
+        MAX_DETAILED_WARNING_CHARS
+    );
+    assert_eq!(short_age(Duration::from_secs(7300)), "2h");
+}

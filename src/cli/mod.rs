@@ -118,6 +118,11 @@ pub struct MutateArgs {
     pub namespace: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = MutateOutput::Patch)]
     pub output: MutateOutput,
+    /// Also try the configured credentials against the registry of each image (the Docker
+    /// Registry v2 login handshake) and print the result per image. Needs network access to the
+    /// registries; fails when a registry rejects the credentials.
+    #[arg(long)]
+    pub check_registries: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

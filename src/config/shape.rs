@@ -71,6 +71,10 @@ pub trait Shape<'de>: Sized {
         None
     }
 
+    fn from_bool(_value: bool) -> Option<Self> {
+        None
+    }
+
     fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
         // Into a throwaway tree rather than `IgnoredAny`, which `serde_ignored` would report.
         while seq.next_element::<serde_norway::Value>()?.is_some() {}
@@ -91,6 +95,14 @@ impl<'de> Shape<'de> for String {
 
     fn from_str(text: &str) -> Option<Self> {
         Some(text.to_owned())
+    }
+}
+
+impl<'de> Shape<'de> for bool {
+    const EXPECTED: &'static str = "true or false";
+
+    fn from_bool(value: bool) -> Option<Self> {
+        Some(value)
     }
 }
 
@@ -197,8 +209,8 @@ impl<'de, T: Shape<'de>> de::Visitor<'de> for NodeVisitor<T> {
         Node::deserialize(deserializer)
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Self::wrong(Found::Boolean)
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(Self::or_wrong(T::from_bool(value), Found::Boolean))
     }
 
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {

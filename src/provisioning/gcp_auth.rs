@@ -800,7 +800,8 @@ impl fmt::Debug for HttpClient {
     }
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error with its sources, each said once.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -838,7 +839,7 @@ fn is_loopback_host(host: &str) -> bool {
 
 /// Cuts server- or file-provided text for an error message and drops control characters (no
 /// log injection through newlines or escape sequences).
-fn clip(text: &str, max_chars: usize) -> String {
+pub(crate) fn clip(text: &str, max_chars: usize) -> String {
     let mut out: String = text
         .chars()
         .filter(|c| !c.is_control())

@@ -4,8 +4,10 @@
 
 pub(crate) mod credentials;
 pub mod gcp_auth;
+pub mod health;
 mod namespaces;
 pub(crate) mod provisioner;
+pub mod registry_check;
 
 pub use credentials::{CredentialError, FileProblem};
 pub use provisioner::{KubePullSecrets, ProvisionerOptions};
@@ -62,6 +64,22 @@ pub trait PullSecrets: Send + Sync + 'static {
     /// The config now serving: called at start and after every successful reload, so the component can
     /// follow new registries and credential sources. Must not block.
     fn on_config(&self, _config: Arc<Config>) {}
+
+    /// Records that a Pod in `namespace` pulls `repository` from `host` with `registry`'s Secret,
+    /// so the registry check covers that host. Runs on the admission path: it must not block.
+    fn saw_image_host(
+        &self,
+        _registry: &Registry,
+        _host: &str,
+        _repository: &str,
+        _namespace: &str,
+    ) {
+    }
+
+    /// The last registry check of `registry`'s credentials on `host`, if any. Must not block.
+    fn credential_health(&self, _registry: &Registry, _host: &str) -> Option<health::HostHealth> {
+        None
+    }
 
     /// Whether it can answer: the readiness probe waits for it.
     fn is_ready(&self) -> bool {

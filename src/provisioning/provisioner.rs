@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, CredentialSource, FederationSource, GcpKeyMode, Registry};
 use crate::provisioning::credentials::{self, ContentHash, DockerConfig};
 use crate::provisioning::gcp_auth::{self, HttpClient, ServiceAccountKey, TokenSource};
+use crate::provisioning::health::{HealthOptions, HostHealth, RegistryHealth, Rejection};
 use crate::provisioning::namespaces::{
     NamespaceEvents, Namespaces, Standing, describe_watch_error,
 };
@@ -70,6 +71,8 @@ pub struct ProvisionerOptions {
     pub foreign_recheck: Duration,
     /// Backs up the credential file watch.
     pub reload_poll: Duration,
+    /// The background registry checks of the credentials.
+    pub health: HealthOptions,
 }
 
 impl Default for ProvisionerOptions {
@@ -80,6 +83,7 @@ impl Default for ProvisionerOptions {
             max_writes_per_second: 20,
             foreign_recheck: Duration::from_secs(300),
             reload_poll: Duration::from_secs(30),
+            health: HealthOptions::default(),
         }
     }
 }
@@ -154,6 +158,7 @@ struct Inner {
     /// Access-token refreshers by registry entry, with what they were started from.
     tokens: Mutex<HashMap<String, TokenTask>>,
     http: Result<HttpClient, String>,
+    health: RegistryHealth,
     shutdown: CancellationToken,
 }
 
@@ -199,7 +204,25 @@ impl KubePullSecrets {
         let (config, config_rx) = watch::channel(Arc::new(Config::empty()));
         let (queue, queue_rx) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();
-        let inner = Arc::new_cyclic(|inner| Inner {
+        let health_config = config_rx.clone();
+        let health_metrics = metrics.clone();
+        let inner = Arc::new_cyclic(|inner: &Weak<Inner>| Inner {
+            health: {
+                let weak = inner.clone();
+                let events = inner.clone();
+                RegistryHealth::start(
+                    health_config,
+                    Arc::new(move |registry: &str| weak.upgrade()?.content(registry).ok()),
+                    Some(Arc::new(move |rejection: Rejection| {
+                        if let Some(inner) = events.upgrade() {
+                            tokio::spawn(async move { inner.post_rejection(rejection).await });
+                        }
+                    })),
+                    health_metrics,
+                    options.health.clone(),
+                    shutdown.clone(),
+                )
+            },
             namespaces: Namespaces::start(
                 client.clone(),
                 Arc::new(Forget(inner.clone())),
@@ -221,6 +244,11 @@ impl KubePullSecrets {
         tokio::spawn(supervise(inner.clone(), config_rx));
         tokio::spawn(rewrite_worker(inner.clone(), queue_rx));
         Self { inner }
+    }
+
+    /// The background registry checks of the credentials.
+    pub fn registry_health(&self) -> &RegistryHealth {
+        &self.inner.health
     }
 
     /// Stops watches, retries and rewrites.
@@ -262,6 +290,14 @@ impl PullSecrets for KubePullSecrets {
 
     fn on_config(&self, config: Arc<Config>) {
         self.inner.config.send_replace(config);
+    }
+
+    fn saw_image_host(&self, registry: &Registry, host: &str, repository: &str, namespace: &str) {
+        self.inner.health.saw(registry, host, repository, namespace);
+    }
+
+    fn credential_health(&self, registry: &Registry, host: &str) -> Option<HostHealth> {
+        self.inner.health.last(&registry.name, host)
     }
 
     fn is_ready(&self) -> bool {
@@ -691,6 +727,9 @@ impl Inner {
             }
             *sources = fresh;
         }
+        if !changed.is_empty() {
+            self.health.wake();
+        }
         for secret in changed {
             self.queue_stale(&secret);
         }
@@ -742,10 +781,63 @@ impl Inner {
         wanted
     }
 
+    /// A Warning Event on the pull Secret, in the namespace of the first Pod seen pulling from the
+    /// host: once per change to rejected, so that `kubectl get events` and `kubectl describe secret`
+    /// show it where the Pods fail. The Pod itself is not used: at admission it does not exist yet
+    /// (often it has only a generateName), and the check is about the Secret's credentials.
+    async fn post_rejection(&self, rejection: Rejection) {
+        use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let Some(namespace) = rejection.namespace else {
+            return;
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", rejection.secret_name)),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Secret".to_owned()),
+                name: Some(rejection.secret_name.clone()),
+                namespace: Some(namespace.clone()),
+                ..ObjectReference::default()
+            },
+            reason: Some("RegistryRejectedCredentials".to_owned()),
+            type_: Some("Warning".to_owned()),
+            message: Some(format!(
+                "registry {} rejected the credentials of registry entry {:?} ({}); pulls with this Secret will fail",
+                rejection.host, rejection.registry, rejection.detail
+            )),
+            source: Some(EventSource {
+                component: Some(FIELD_MANAGER.to_owned()),
+                host: None,
+            }),
+            reporting_component: Some(FIELD_MANAGER.to_owned()),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => {
+                tracing::info!(registry = %rejection.registry, host = %rejection.host, namespace = %namespace, secret = %rejection.secret_name, "Event posted: the registry rejected the credentials")
+            }
+            Err(error) => {
+                let reason = describe_kube_error(&error);
+                tracing::warn!(registry = %rejection.registry, host = %rejection.host, namespace = %namespace, %reason, "Event about the rejected credentials not posted")
+            }
+        }
+    }
+
     fn set_source(&self, registry: &str, content: Result<Arc<DockerConfig>, String>) {
         if let Ok(mut sources) = self.sources.write() {
             sources.insert(registry.to_owned(), content);
         }
+        self.health.wake();
     }
 
     /// Fetches access tokens for one registry entry for as long as it is configured: refreshes around

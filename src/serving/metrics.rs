@@ -38,7 +38,12 @@ pub struct Metrics {
     credential_reloads: Family<Labels2, Counter>,
     token_remaining: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     token_failures: Family<Labels, Counter>,
+    credential_status: Family<Labels3, Gauge>,
+    credential_checked: Family<Labels2, Gauge>,
 }
+
+/// The `status` label values of `registry_credential_status`, as the registry check records them.
+pub const CREDENTIAL_STATUSES: [&str; 3] = ["ok", "rejected", "unreachable"];
 
 /// Result label of a reload attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +144,18 @@ impl Metrics {
             "Failed access token refreshes by registry entry; each is retried with backoff",
             token_failures.clone(),
         );
+        let credential_status = Family::<Labels3, Gauge>::default();
+        registry.register(
+            "registry_credential_status",
+            "1 for the result of the last registry check of a registry entry's credentials on a host (ok, rejected, unreachable), 0 for the others",
+            credential_status.clone(),
+        );
+        let credential_checked = Family::<Labels2, Gauge>::default();
+        registry.register(
+            "registry_credential_last_check_timestamp_seconds",
+            "Unix time of the last registry check of a registry entry's credentials on a host",
+            credential_checked.clone(),
+        );
         Self {
             registry,
             requests,
@@ -152,7 +169,38 @@ impl Metrics {
             credential_reloads,
             token_remaining,
             token_failures,
+            credential_status,
+            credential_checked,
         }
+    }
+
+    /// The result of a registry check: `status` is one of [`CREDENTIAL_STATUSES`].
+    pub fn credential_status(&self, registry: &str, host: &str, status: &str, unix_seconds: i64) {
+        for each in CREDENTIAL_STATUSES {
+            self.credential_status
+                .get_or_create(&[
+                    ("registry", registry.to_owned()),
+                    ("host", host.to_owned()),
+                    ("status", each.to_owned()),
+                ])
+                .set(i64::from(each == status));
+        }
+        self.credential_checked
+            .get_or_create(&[("registry", registry.to_owned()), ("host", host.to_owned())])
+            .set(unix_seconds);
+    }
+
+    /// Drops the series of a host no longer checked (its registry entry is gone or not checked).
+    pub fn forget_credential_status(&self, registry: &str, host: &str) {
+        for each in CREDENTIAL_STATUSES {
+            self.credential_status.remove(&[
+                ("registry", registry.to_owned()),
+                ("host", host.to_owned()),
+                ("status", each.to_owned()),
+            ]);
+        }
+        self.credential_checked
+            .remove(&[("registry", registry.to_owned()), ("host", host.to_owned())]);
     }
 
     /// Counts one admission request; `outcome` is one of [`OUTCOMES`] (others are not counted).

@@ -67,6 +67,8 @@ const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 pub const SECRETS: &str = "secrets";
 /// `RecordedRequest::resource` of Namespace requests.
 pub const NAMESPACES: &str = "namespaces";
+/// `RecordedRequest::resource` of core/v1 Event requests: only `create` is served (and allowed).
+pub const EVENTS: &str = "events";
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -556,6 +558,11 @@ impl FakeApi {
 
     // ---- request log ----
 
+    /// The Events created so far, as sent.
+    pub fn events(&self) -> Vec<Value> {
+        self.shared.lock().events.clone()
+    }
+
     /// Every request so far, in completion order (a watch is recorded when its
     /// response starts).
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -707,6 +714,8 @@ struct State {
     history_floor: u64,
     log: Vec<RecordedRequest>,
     faults: Vec<Fault>,
+    /// Events created, as sent (with the name given to them).
+    events: Vec<Value>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1088,6 +1097,22 @@ fn request_info(
             return info;
         }
         _ => {}
+    }
+    if let ["namespaces", ns, "events"] = segs.as_slice() {
+        info.namespace = Some(ns.to_string());
+        info.target = Target::Collection;
+        info.verb = if *method == Method::POST {
+            "create"
+        } else {
+            info.target = Target::NotEmulated;
+            match *method {
+                Method::GET if watch => "watch",
+                Method::GET => "list",
+                Method::DELETE => "deletecollection",
+                _ => "unknown",
+            }
+        };
+        return info;
     }
     let (namespace, name) = match segs.as_slice() {
         ["secrets"] => (None, None),
@@ -1571,10 +1596,38 @@ impl Shared {
         self.lock().log.push(record);
     }
 
+    /// Stores a core/v1 Event as sent, named from its generateName when it has no name.
+    fn create_event(&self, ctx: &Ctx<'_>, ns: &str) -> ApiResult {
+        let mut event: Value = serde_json::from_slice(ctx.body)
+            .map_err(|e| ApiError::bad_request(format!("the Event is not JSON: {e}")))?;
+        if event.pointer("/metadata/namespace").and_then(Value::as_str) != Some(ns) {
+            return Err(ApiError::bad_request(
+                "the Event's metadata.namespace does not match the URL's",
+            ));
+        }
+        let mut state = self.lock();
+        state.uids += 1;
+        let uid = state.uids;
+        if event.pointer("/metadata/name").is_none() {
+            let prefix = event
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("event.")
+                .to_owned();
+            event["metadata"]["name"] = Value::String(format!("{prefix}{uid:x}"));
+        }
+        state.events.push(event.clone());
+        Ok((201, event))
+    }
+
     fn rbac_denies(&self, info: &RequestInfo, params: &[(String, String)]) -> bool {
         let Some(allowed) = &self.rbac else {
             return false;
         };
+        if info.resource == EVENTS && info.resource_path {
+            // The chart's cluster role: create Events, nothing else.
+            return info.verb != "create";
+        }
         if info.resource == NAMESPACES
             && matches!(
                 info.target,
@@ -1642,6 +1695,9 @@ impl Shared {
                     "the server could not find the requested resource",
                 )),
             };
+        }
+        if info.resource == EVENTS {
+            return self.create_event(ctx, ns);
         }
         match info.verb {
             "get" => self.get(ns, name),

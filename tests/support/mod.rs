@@ -5,6 +5,7 @@
 pub mod fake_api;
 pub mod gcp;
 pub mod load;
+pub mod registry;
 pub mod tls_client;
 
 use std::path::{Path, PathBuf};

@@ -71,6 +71,11 @@ Fixed paths of the binary's interface (see the container args in deployment.yaml
 {{- define "pullsecret-injector.credentialsDir" -}}/etc/pullsecret-injector/credentials{{- end }}
 
 {{/*
+Where a registry entry's CA bundle (caBundle) is mounted: <caDir>/<registry name>/.
+*/}}
+{{- define "pullsecret-injector.caDir" -}}/etc/pullsecret-injector/registry-ca{{- end }}
+
+{{/*
 Name of the kubernetes.io/tls Secret holding the serving certificate.
 */}}
 {{- define "pullsecret-injector.tlsSecretName" -}}
@@ -199,6 +204,18 @@ inline value) fail here with a message naming the registry.
 {{- end }}
 {{- $mountPath := printf "%s/%s" $credDir $name }}
 {{- $item := dict "name" $name "secretName" $secretName "hosts" ($r.hosts | default list) "preset" ($r.preset | default "") "kind" "" "mount" false "sourceSecret" "" "createSecret" false "data" dict "keys" list "volumeName" (printf "cred-%s" $name | trunc 63 | trimSuffix "-") "mountPath" $mountPath "credentials" dict "configFiles" dict "projectedToken" dict }}
+{{- if hasKey $r "healthCheck" }}
+{{- $_ := set $item "healthCheck" $r.healthCheck }}
+{{- end }}
+{{- if $r.probeHosts }}
+{{- $_ := set $item "probeHosts" $r.probeHosts }}
+{{- end }}
+{{- with $r.caBundle }}
+{{- $cm := required (printf "%s: caBundle needs existingConfigMap, a ConfigMap in namespace %q holding the registry's CA certificates (PEM)" $where $root.Release.Namespace) .existingConfigMap }}
+{{- $caKey := .key | default "ca.crt" }}
+{{- $caDir := printf "%s/%s" (include "pullsecret-injector.caDir" $root) $name }}
+{{- $_ := set $item "ca" (dict "configMap" $cm "key" $caKey "volumeName" (printf "ca-%s" $name | trunc 63 | trimSuffix "-") "mountPath" $caDir "file" (printf "%s/%s" $caDir $caKey)) }}
+{{- end }}
 {{- $generated := printf "%s-%s-credentials" $fullname $name }}
 {{- if $r.gcpJsonKey }}
 {{- $c := $r.gcpJsonKey }}
