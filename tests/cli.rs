@@ -950,3 +950,49 @@ fn mutate_check_registries_prints_the_result_per_image() {
     );
     assert!(!stderr.contains("wrong-password-1234"), "{stderr}");
 }
+
+/// Keyless entries cannot be checked offline: their tokens exist only inside the cluster. The
+/// preview says so per image instead of blaming missing credentials, sends no request, and the
+/// patch is still printed.
+#[test]
+fn mutate_check_registries_names_keyless_entries_as_not_checkable_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "registries:\n\
+         - name: gke\n  hosts: [\"eu.gcr.io\"]\n  secretName: gke-pull\n  credentials: {gcpWorkloadIdentity: {}}\n\
+         - name: wif\n  hosts: [\"europe-west1-docker.pkg.dev\"]\n  secretName: wif-pull\n  credentials:\n    gcpWorkloadIdentityFederation:\n      audience: //iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/home-lab/providers/k3s-cluster\n      subjectTokenFile: /var/run/secrets/pullsecret-injector/wif/wif/token\n",
+    )
+    .expect("config");
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: a, image: eu.gcr.io/acme/app:1}\n  - {name: b, image: europe-west1-docker.pkg.dev/acme/apps/api:2}\n",
+    )
+    .expect("pod");
+    let output = Command::new(BIN)
+        .args(["mutate", "--check-registries", "--config"])
+        .arg(&config)
+        .arg("-f")
+        .arg(&pod)
+        .output()
+        .expect("run mutate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    for expected in [
+        "Registry check: eu.gcr.io/acme/app:1 (registry entry \"gke\"): not checked: its credentials come from the GKE metadata server",
+        "Registry check: europe-west1-docker.pkg.dev/acme/apps/api:2 (registry entry \"wif\"): not checked: its credentials are exchanged for the cluster's ServiceAccount token",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
+    assert!(!stderr.contains("names no credentials"), "{stderr}");
+    let patch: serde_json::Value = serde_json::from_slice(&output.stdout).expect("patch");
+    let names: Vec<&str> = patch[0]["value"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["gke-pull", "wif-pull"]);
+}

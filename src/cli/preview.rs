@@ -194,17 +194,23 @@ async fn check_image(
         return (None, Err("no registry entry matches it".to_owned()));
     };
     let name = Some(registry.name.clone());
-    if matches!(
-        registry.credentials,
-        Some(CredentialSource::GcpWorkloadIdentity(_))
-    ) {
-        return (
-            name,
-            Err(
-                "its credentials come from the GKE metadata server, which only the cluster has"
-                    .to_owned(),
-            ),
-        );
+    match registry.credentials {
+        Some(CredentialSource::GcpWorkloadIdentity(_)) => {
+            return (
+                name,
+                Err(
+                    "its credentials come from the GKE metadata server, which only the cluster has"
+                        .to_owned(),
+                ),
+            );
+        }
+        Some(CredentialSource::GcpWorkloadIdentityFederation(_)) => {
+            return (
+                name,
+                Err("its credentials are exchanged for the cluster's ServiceAccount token (Workload Identity Federation), which only the cluster has".to_owned()),
+            );
+        }
+        _ => {}
     }
     let content = match credentials::load(registry) {
         None => return (name, Err("the entry names no credentials".to_owned())),
