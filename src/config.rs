@@ -1045,14 +1045,39 @@ fn health_check_settings(
 
 /// Why `host` cannot be a probe host of an entry with these patterns: it must be one concrete
 /// `host[:port]` that one of the patterns covers (its Secret is used there).
-fn probe_host_problem(host: &str, patterns: &[HostPattern]) -> Option<&'static str> {
-    if host.contains('*') {
+/// A `probeHosts` entry: `host[:port]`, or `host[:port]/repository` to check pull access to that
+/// repository (on Artifact Registry the login alone does not show a missing reader role).
+pub fn probe_target(probe: &str) -> (&str, Option<&str>) {
+    match probe.split_once('/') {
+        Some((host, repository)) => (host, Some(repository)),
+        None => (probe, None),
+    }
+}
+
+fn probe_host_problem(probe: &str, patterns: &[HostPattern]) -> Option<&'static str> {
+    if probe.contains('*') {
         return Some("is a wildcard; list concrete hosts only");
+    }
+    let (host, repository) = probe_target(probe);
+    if let Some(repository) = repository {
+        return match crate::admission::ImageReference::parse(probe) {
+            Ok(reference)
+                if reference.domain == host
+                    && reference.path == repository
+                    && reference.tag.is_none()
+                    && reference.digest.is_none()
+                    && !reference.is_docker_hub() =>
+            {
+                (!patterns.iter().any(|pattern| pattern.matches(&reference)))
+                    .then_some("is not covered by the entry's host patterns")
+            }
+            _ => Some("is not a registry host[:port] or host[:port]/repository"),
+        };
     }
     let image = format!("{host}/probe");
     let reference = match crate::admission::ImageReference::parse(&image) {
         Ok(reference) if reference.domain == host && !reference.is_docker_hub() => reference,
-        _ => return Some("is not a registry host[:port]"),
+        _ => return Some("is not a registry host[:port] or host[:port]/repository"),
     };
     let covered = patterns.iter().any(|pattern| {
         // A pattern with a path ("gcr.io/my-project") covers the host for images under that path.
@@ -2164,7 +2189,7 @@ registries:
     secretName: lab-pull
     credentials:
       basicAuth: { usernameFile: /etc/psi/lab/username, passwordFile: /etc/psi/lab/password }
-    probeHosts: ["eu.mirror.example.com", "eu.mirror.example.com"]
+    probeHosts: ["eu.mirror.example.com", "eu.mirror.example.com", "registry.lab.example.com:5000/team/app"]
     caFile: /etc/psi/lab-ca/ca.crt
   - name: quiet
     hosts: ["quiet.example.com"]
@@ -2188,7 +2213,18 @@ registries:
                 interval: Duration::from_secs(120)
             }
         );
-        assert_eq!(lab.probe_hosts, ["eu.mirror.example.com"]);
+        assert_eq!(
+            lab.probe_hosts,
+            [
+                "eu.mirror.example.com",
+                "registry.lab.example.com:5000/team/app"
+            ]
+        );
+        assert_eq!(
+            probe_target(&lab.probe_hosts[1]),
+            ("registry.lab.example.com:5000", Some("team/app"))
+        );
+        assert_eq!(probe_target("gcr.io"), ("gcr.io", None));
         assert_eq!(
             lab.ca_file.as_deref(),
             Some(Path::new("/etc/psi/lab-ca/ca.crt"))
@@ -2221,7 +2257,7 @@ registries:
     hosts: ["registry.lab.example.com:5000", "*.mirror.example.com", "gcr.io/acme"]
     secretName: lab-pull
     healthCheck: { interval: soon, every: 5m }
-    probeHosts: ["*.mirror.example.com", "other.example.com", "gcr.io", "not a host", "eu.mirror.example.com"]
+    probeHosts: ["*.mirror.example.com", "other.example.com", "gcr.io", "not a host", "eu.mirror.example.com", "gcr.io/acme/app", "gcr.io/other/app", "gcr.io/acme/App:1"]
     caFile: ca.crt
 "#;
         let errors = Config::from_yaml_str(text)
@@ -2252,7 +2288,15 @@ registries:
             ),
             (
                 "registries[0].probeHosts[3]",
-                "is not a registry host[:port]",
+                "is not a registry host[:port] or host[:port]/repository",
+            ),
+            (
+                "registries[0].probeHosts[6]",
+                "is not covered by the entry's host patterns",
+            ),
+            (
+                "registries[0].probeHosts[7]",
+                "is not a registry host[:port] or host[:port]/repository",
             ),
             ("registries[0].caFile", "must be an absolute path"),
         ];
@@ -2265,7 +2309,11 @@ registries:
             );
         }
         // gcr.io is covered by "gcr.io/acme" (for images under acme/), the mirror host by its wildcard.
-        for fine in ["registries[0].probeHosts[2]", "registries[0].probeHosts[4]"] {
+        for fine in [
+            "registries[0].probeHosts[2]",
+            "registries[0].probeHosts[4]",
+            "registries[0].probeHosts[5]",
+        ] {
             assert!(
                 !errors.iter().any(|e| e.field == fine),
                 "{fine}: {errors:#?}"

@@ -7,7 +7,7 @@ mod support;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use k8s_openapi::api::core::v1::Secret;
@@ -112,17 +112,13 @@ impl Harness {
         ))
     }
 
-    /// Waits for a newer token in every namespace. It must land before the first token's
-    /// `lifetime` is over, and in place (same Secret UIDs). `meanwhile` runs once the first
-    /// tokens are recorded.
-    async fn assert_refreshed_in_place_before(
-        &self,
-        namespaces: &[&str],
-        lifetime: Duration,
-        meanwhile: impl FnOnce(),
-    ) {
+    /// Waits for a newer token in every namespace, written in place (same Secret UIDs).
+    /// `meanwhile` runs once the first tokens are recorded. The tokens live a few seconds, so a
+    /// refresh arrives within the wait only because it is scheduled from their real expiry (the
+    /// schedule itself, "before expiry" for every jitter, is tested in `tests/gcp_auth.rs` without
+    /// a clock).
+    async fn assert_refreshed_in_place(&self, namespaces: &[&str], meanwhile: impl FnOnce()) {
         let first = token_number(&self.login(namespaces[0]).expect("login").1).expect("numbered");
-        let first_written = Instant::now();
         let uids: Vec<_> = namespaces
             .iter()
             .map(|ns| self.api.secret(ns, SECRET).expect("Secret").metadata.uid)
@@ -135,11 +131,6 @@ impl Harness {
                 "{ns}: the token was never refreshed"
             );
         }
-        assert!(
-            first_written.elapsed() < lifetime,
-            "refreshed after expiry: {:?}",
-            first_written.elapsed()
-        );
         for (ns, uid) in namespaces.iter().zip(uids) {
             assert_eq!(
                 self.api.secret(ns, SECRET).expect("Secret").metadata.uid,
@@ -193,8 +184,7 @@ async fn access_tokens_are_written_and_refreshed_before_expiry_in_every_namespac
         );
     }
     // The token lives 8 s; its replacement must land well before that.
-    h.assert_refreshed_in_place_before(&namespaces, Duration::from_secs(8), || {})
-        .await;
+    h.assert_refreshed_in_place(&namespaces, || {}).await;
     // The key itself never leaves the injector's namespace.
     for secret in h.api.secrets_named(SECRET) {
         let data = String::from_utf8_lossy(&secret.data.expect("data")[".dockerconfigjson"].0)
@@ -398,7 +388,7 @@ async fn federation_writes_impersonated_tokens_and_rewrites_them_in_place_before
         );
     }
     // The kubelet rotates the projected token; the next exchange must send the new one.
-    h.assert_refreshed_in_place_before(&namespaces, Duration::from_secs(8), || {
+    h.assert_refreshed_in_place(&namespaces, || {
         volume.update(&[("token", b"sa-token-generation-2")]);
     })
     .await;
@@ -448,8 +438,7 @@ async fn federation_without_impersonation_refreshes_the_sts_token_before_it_expi
             .await
     );
     // Scheduled from STS's `expires_in` (8 s), not from an hour.
-    h.assert_refreshed_in_place_before(&["wif-sts"], Duration::from_secs(8), || {})
-        .await;
+    h.assert_refreshed_in_place(&["wif-sts"], || {}).await;
     assert!(fed.iam_authorizations.lock().expect("lock").is_empty());
 }
 

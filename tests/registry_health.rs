@@ -258,7 +258,7 @@ async fn a_wrong_password_is_rejected_with_the_registry_text_the_next_pod_is_war
 /// With the host in probeHosts it is checked at start, so the metric shows it and the very first Pod
 /// is warned, before any Pod could fail to pull.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_probe_host_whose_token_server_denies_the_permission_warns_the_first_pod() {
+async fn a_probe_repository_whose_token_server_denies_the_permission_warns_the_first_pod_of_it() {
     let registry = TokenRegistry::start(USER, PASSWORD).await;
     registry.script([TokenReply::Status(
         403,
@@ -269,7 +269,10 @@ async fn a_probe_host_whose_token_server_denies_the_permission_warns_the_first_p
     let webhook = Webhook::start(
         std::slice::from_ref(&host),
         PASSWORD,
-        &format!("{}  probeHosts: [\"{host}\"]\n", ca_file_line(&ca)),
+        &format!(
+            "{}  probeHosts: [\"{host}/acme/app/api\"]\n",
+            ca_file_line(&ca)
+        ),
         test_health(),
     )
     .await;
@@ -300,9 +303,13 @@ async fn a_probe_host_whose_token_server_denies_the_permission_warns_the_first_p
         "{}",
         rejected[0]
     );
-    // Checked once, before any Pod; no Pod has used it yet, so no namespace for an Event.
-    assert_eq!(registry.token_requests(), 1);
+    // Checked once, before any Pod, for pull access to the listed repository; no Pod had used it
+    // yet, so no namespace for an Event.
+    assert_eq!(registry.scopes(), ["repository:acme/app/api:pull"]);
     assert!(webhook.api.events().is_empty());
+    // The 403 was about that repository: a Pod pulling another one of the host is not warned.
+    let other = webhook.admit(&format!("{host}/acme/app/worker:1")).await;
+    assert!(rejected_warnings(&other).is_empty(), "{other:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

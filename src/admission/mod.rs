@@ -238,6 +238,7 @@ async fn answer(
     if set == ContainerSet::PodCreate {
         credential_warnings(
             &review.namespace,
+            review.dry_run,
             &decision,
             pull_secrets,
             &mut answer.warnings,
@@ -343,10 +344,12 @@ async fn ensure_secrets(
     not_ready
 }
 
-/// Records the hosts the Pod pulls from for the registry check (never waiting on it), and warns
-/// when the last check saw the registry reject the credentials the Pod's Secret carries there.
+/// Records the hosts the Pod pulls from for the registry check (never waiting on it; not on a dry
+/// run, which has no side effects), and warns when the last check saw the registry reject the
+/// credentials the Pod's Secret carries there, for this Pod's repository or for any.
 fn credential_warnings(
     namespace: &str,
+    dry_run: bool,
     decision: &Decision<'_, '_>,
     pull_secrets: &dyn PullSecrets,
     warnings: &mut Vec<String>,
@@ -354,11 +357,18 @@ fn credential_warnings(
     let now = std::time::SystemTime::now();
     for required in &decision.required {
         for (host, repository) in &required.hosts {
-            pull_secrets.saw_image_host(required.registry, host, repository, namespace);
+            if !dry_run {
+                pull_secrets.saw_image_host(required.registry, host, repository, namespace);
+            }
             let Some(health) = pull_secrets.credential_health(required.registry, host) else {
                 continue;
             };
-            if health.status != crate::provisioning::registry_check::CheckStatus::Rejected {
+            if health.status != crate::provisioning::registry_check::CheckStatus::Rejected
+                || health
+                    .repository
+                    .as_deref()
+                    .is_some_and(|denied| denied != repository.as_ref())
+            {
                 continue;
             }
             let age = now.duration_since(health.checked_at).unwrap_or_default();

@@ -681,6 +681,7 @@ async fn a_pod_on_a_host_whose_registry_rejected_the_credentials_is_warned_and_i
                 HostHealth {
                     status: CheckStatus::Rejected,
                     detail: "403: Permission \"artifactregistry.repositories.downloadArtifacts\" denied on resource \"projects/acme/locations/europe-west1/repositories/app\"".into(),
+                    repository: Some("acme/app/api".into()),
                     checked_at: three_minutes_ago,
                 },
             ),
@@ -689,6 +690,7 @@ async fn a_pod_on_a_host_whose_registry_rejected_the_credentials_is_warned_and_i
                 HostHealth {
                     status: CheckStatus::Unreachable,
                     detail: "503: down".into(),
+                    repository: None,
                     checked_at: three_minutes_ago,
                 },
             ),
@@ -697,6 +699,7 @@ async fn a_pod_on_a_host_whose_registry_rejected_the_credentials_is_warned_and_i
                 HostHealth {
                     status: CheckStatus::Ok,
                     detail: String::new(),
+                    repository: None,
                     checked_at: three_minutes_ago,
                 },
             ),
@@ -747,6 +750,55 @@ async fn a_pod_on_a_host_whose_registry_rejected_the_credentials_is_warned_and_i
             ("gcp", "gcr.io", "acme/tool"),
         ]
         .map(|(r, h, p)| (r.to_owned(), h.to_owned(), p.to_owned()))
+    );
+
+    // A dry run records nothing (no side effect) but is warned the same.
+    checks.seen.lock().expect("lock").clear();
+    let mut dry = review_json(
+        "CREATE",
+        "pods",
+        None,
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "image": "europe-west1-docker.pkg.dev/acme/app/api:1"},
+        ]}}),
+    );
+    let mut value: Value = serde_json::from_slice(&dry).expect("json");
+    value["request"]["dryRun"] = true.into();
+    dry = serde_json::to_vec(&value).expect("json");
+    let answer = review(&dry, &config(), &checks, None)
+        .await
+        .expect("review");
+    assert!(answer.dry_run);
+    assert!(
+        answer
+            .warnings
+            .iter()
+            .any(|w| w.contains("rejected the credentials")),
+        "{:#?}",
+        answer.warnings
+    );
+    assert!(checks.seen.lock().expect("lock").is_empty());
+
+    // The rejection was a 403 for acme/app/api: a Pod pulling another repository of that host is
+    // not told its pulls will fail.
+    let other = json!({"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "d", "image": "europe-west1-docker.pkg.dev/acme/app/other:1"},
+    ]}});
+    let answer = review(
+        &review_json("CREATE", "pods", None, other),
+        &config(),
+        &checks,
+        None,
+    )
+    .await
+    .expect("review");
+    assert!(
+        !answer
+            .warnings
+            .iter()
+            .any(|w| w.contains("rejected the credentials")),
+        "{:#?}",
+        answer.warnings
     );
 }
 

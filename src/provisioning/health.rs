@@ -78,6 +78,8 @@ pub struct HostHealth {
     pub status: CheckStatus,
     /// The registry's reason (`403: ...`); empty when there is none.
     pub detail: String,
+    /// A `rejected` about one repository only (403 for it): Pods pulling others are not warned.
+    pub repository: Option<String>,
     pub checked_at: SystemTime,
 }
 
@@ -257,9 +259,14 @@ fn sweep(inner: &Arc<Inner>) {
             .flatten()
             .map(|(host, seen)| (host.clone(), Some(seen.clone())))
             .collect();
-        for host in &registry.probe_hosts {
+        for probe in &registry.probe_hosts {
+            let (host, repository) = crate::config::probe_target(probe);
             if !targets.iter().any(|(h, _)| h == host) {
-                targets.push((host.clone(), None));
+                let seen = repository.map(|repository| Seen {
+                    repository: repository.to_owned(),
+                    namespace: String::new(),
+                });
+                targets.push((host.to_owned(), seen));
             }
         }
         if targets.is_empty() {
@@ -320,9 +327,12 @@ fn forget_unchecked(inner: &Inner, checked: &[&Registry]) {
     };
     let target = |registry: &str, host: &str| {
         get(&seen, registry, host).is_some()
-            || checked
-                .iter()
-                .any(|r| r.name == registry && r.probe_hosts.iter().any(|h| h == host))
+            || checked.iter().any(|r| {
+                r.name == registry
+                    && r.probe_hosts
+                        .iter()
+                        .any(|p| crate::config::probe_target(p).0 == host)
+            })
     };
     if inner
         .results
@@ -357,7 +367,8 @@ async fn check_one(
         () = inner.shutdown.cancelled() => None,
     };
     if let Some(result) = result {
-        let namespace = seen.map(|s| s.namespace);
+        // A `probeHosts` repository has no namespace: no Event.
+        let namespace = seen.map(|s| s.namespace).filter(|n| !n.is_empty());
         record(
             &inner,
             &registry,
@@ -383,6 +394,7 @@ async fn run_check(
         return Some(CheckResult {
             status: CheckStatus::Unreachable,
             detail: "the credentials have no entry for this host".to_owned(),
+            repository: None,
         });
     };
     let client = match client_for(registry.ca_file.as_deref(), inner.options.timeout).await {
@@ -391,6 +403,7 @@ async fn run_check(
             return Some(CheckResult {
                 status: CheckStatus::Unreachable,
                 detail,
+                repository: None,
             });
         }
     };
@@ -429,6 +442,7 @@ fn record(
     let health = HostHealth {
         status: result.status,
         detail: result.detail,
+        repository: result.repository,
         checked_at: now,
     };
     let previous = match inner.results.write() {

@@ -42,6 +42,8 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The registry's error text as kept for the log, the metric's reader and the Pod warning.
 const MAX_DETAIL_CHARS: usize = 200;
+/// A registry's text holding this many bytes of a credential in a row is not shown.
+const QUOTE_WINDOW: usize = 16;
 /// Where Docker Hub's v2 API is, for images named `docker.io/...`.
 const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 
@@ -71,6 +73,9 @@ impl CheckStatus {
 pub struct CheckResult {
     pub status: CheckStatus,
     pub detail: String,
+    /// Set when a `rejected` concerns one repository only: the registry refused the credential
+    /// access to it (403), which says nothing of the host's other repositories.
+    pub repository: Option<String>,
 }
 
 impl CheckResult {
@@ -78,6 +83,7 @@ impl CheckResult {
         Self {
             status: CheckStatus::Ok,
             detail: detail.into(),
+            repository: None,
         }
     }
 
@@ -85,6 +91,7 @@ impl CheckResult {
         Self {
             status: CheckStatus::Rejected,
             detail: detail.into(),
+            repository: None,
         }
     }
 
@@ -92,6 +99,7 @@ impl CheckResult {
         Self {
             status: CheckStatus::Unreachable,
             detail: detail.into(),
+            repository: None,
         }
     }
 }
@@ -276,9 +284,15 @@ async fn handshake(
         return CheckResult::ok("the registry needs no login");
     }
     if first.status != StatusCode::UNAUTHORIZED {
-        return other_status("/v2/", &first);
+        // No credential was sent yet: a 403 here is a proxy, a firewall or an allow-list, not the
+        // registry refusing the credential.
+        return CheckResult::unreachable(format!(
+            "/v2/ answered {} before any credential was sent",
+            status_detail(&first, &[])
+        ));
     }
     let challenge = first.challenge.as_deref().map(read_challenge);
+    let mut issued = String::new();
     let authorization = match challenge {
         Some(Some(Challenge::Basic)) => login.header(),
         Some(Some(Challenge::Bearer {
@@ -291,8 +305,11 @@ async fn handshake(
                 None => scope,
             };
             match token(client, &realm, service.as_deref(), scope.as_deref(), login).await {
-                Ok(token) => format!("Bearer {token}"),
-                Err(result) => return result,
+                Ok(token) => {
+                    issued = token;
+                    format!("Bearer {issued}")
+                }
+                Err(result) => return scoped(result, repository),
             }
         }
         Some(None) | None => {
@@ -303,21 +320,38 @@ async fn handshake(
     };
     match client.get(&target, Some(&authorization)).await {
         Ok(answer) if answer.status.is_success() => CheckResult::ok(""),
-        Ok(answer) => other_status(target.path(), &answer),
+        Ok(answer) => scoped(
+            other_status(target.path(), &answer, &[&login.password, &issued]),
+            repository,
+        ),
         Err(reason) => CheckResult::unreachable(reason),
+    }
+}
+
+/// A 403 asked about one repository is about that repository only; a 401 is about the credential.
+fn scoped(mut result: CheckResult, repository: Option<&str>) -> CheckResult {
+    if result.status == CheckStatus::Rejected && result.detail.starts_with("403") {
+        result.repository = repository.map(str::to_owned);
+    }
+    result
+}
+
+/// `CODE` or `CODE: the registry's reason`, the reason dropped if it quotes one of `secrets`.
+fn status_detail(answer: &Answer, secrets: &[&str]) -> String {
+    let code = answer.status.as_u16();
+    let text = error_text(&answer.body, secrets);
+    if text.is_empty() {
+        format!("{code}")
+    } else {
+        format!("{code}: {text}")
     }
 }
 
 /// A 401/403 is the registry refusing the credential; 404 on a repository is ambiguous (see the
 /// module notes) and is not blamed on the credential; anything else says nothing about it.
-fn other_status(path: &str, answer: &Answer) -> CheckResult {
+fn other_status(path: &str, answer: &Answer, secrets: &[&str]) -> CheckResult {
     let code = answer.status.as_u16();
-    let text = error_text(&answer.body);
-    let detail = if text.is_empty() {
-        format!("{code}")
-    } else {
-        format!("{code}: {text}")
-    };
+    let detail = status_detail(answer, secrets);
     match code {
         401 | 403 => CheckResult::rejected(detail),
         404 if path != "/v2/" => CheckResult::ok(format!(
@@ -409,12 +443,7 @@ async fn token(
         .map_err(|reason| CheckResult::unreachable(format!("token server: {reason}")))?;
     let code = answer.status.as_u16();
     if !answer.status.is_success() {
-        let text = error_text(&answer.body);
-        let detail = if text.is_empty() {
-            format!("{code}")
-        } else {
-            format!("{code}: {text}")
-        };
+        let detail = status_detail(&answer, &[&login.password]);
         return Err(match code {
             401 | 403 => CheckResult::rejected(detail),
             _ => CheckResult::unreachable(format!("token server answered {detail}")),
@@ -454,7 +483,10 @@ struct ErrorEntry {
 
 /// The registry's reason from an error body: the distribution `errors[0].message` (or its code),
 /// a token server's `details` / OAuth `error_description`, or the start of a plain-text body.
-fn error_text(body: &[u8]) -> String {
+fn error_text(body: &[u8], secrets: &[&str]) -> String {
+    if secrets.iter().any(|secret| quotes(body, secret.as_bytes())) {
+        return "(the registry's text is not shown: it quotes the credential)".to_owned();
+    }
     let text = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(parsed) => parsed
             .errors
@@ -468,6 +500,19 @@ fn error_text(body: &[u8]) -> String {
         Err(_) => String::from_utf8_lossy(body).into_owned(),
     };
     clip(text.trim(), MAX_DETAIL_CHARS)
+}
+
+/// Whether `body` holds `secret` or any run of [`QUOTE_WINDOW`] bytes of it: a registry could echo a
+/// credential whole, or the start of a long one (a JSON key, a token).
+fn quotes(body: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    if secret.len() <= QUOTE_WINDOW {
+        return body.windows(secret.len()).any(|w| w == secret);
+    }
+    let pieces: std::collections::HashSet<&[u8]> = secret.windows(QUOTE_WINDOW).collect();
+    body.windows(QUOTE_WINDOW).any(|w| pieces.contains(w))
 }
 
 /// Never keeps a detail that quotes the credential (a registry could echo it).
@@ -540,9 +585,12 @@ mod tests {
             (b"", ""),
         ];
         for (body, expected) in cases {
-            assert_eq!(error_text(body), expected);
+            assert_eq!(error_text(body, &[]), expected);
         }
-        assert_eq!(error_text("x".repeat(500).as_bytes()).chars().count(), 201);
+        assert_eq!(
+            error_text("x".repeat(500).as_bytes(), &[]).chars().count(),
+            201
+        );
     }
 
     #[test]
@@ -554,6 +602,7 @@ mod tests {
         };
         let cases = [
             (401, "/v2/a/tags/list", CheckStatus::Rejected),
+            (403, "/v2/a/tags/list", CheckStatus::Rejected),
             (403, "/v2/", CheckStatus::Rejected),
             (404, "/v2/a/tags/list", CheckStatus::Ok),
             (404, "/v2/", CheckStatus::Unreachable),
@@ -562,7 +611,11 @@ mod tests {
             (429, "/v2/", CheckStatus::Unreachable),
         ];
         for (code, path, expected) in cases {
-            let result = other_status(path, &answer(code, "{\"errors\":[{\"message\":\"why\"}]}"));
+            let result = other_status(
+                path,
+                &answer(code, "{\"errors\":[{\"message\":\"why\"}]}"),
+                &[],
+            );
             assert_eq!(result.status, expected, "{code} on {path}");
             assert!(
                 result.detail.contains(&format!("{code}: why")),
@@ -584,6 +637,60 @@ mod tests {
         assert!(!result.detail.contains("hunter2"), "{result:?}");
         assert!(!format!("{login:?}").contains("hunter2"));
         assert_eq!(api_host("docker.io"), "registry-1.docker.io");
+    }
+
+    /// A registry may echo a credential in its error text: whole, or the start of a long one cut
+    /// off where the text is clipped. Neither reaches the detail (log, metric reader, warning, Event).
+    #[test]
+    fn error_text_quoting_any_part_of_a_credential_is_not_kept() {
+        let key = format!(
+            "{{\"type\":\"service_account\",\"private_key\":\"-----BEGIN PRIVATE KEY-----\\n{}\"}}",
+            "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC".repeat(70)
+        );
+        let token = "ya29.a0AfH6SMBx-an-issued-registry-token";
+        let echoed_start = format!(
+            "{{\"errors\":[{{\"message\":\"bad login {}\"}}]}}",
+            &key[..300]
+        );
+        let echoed_middle = format!("denied for token ...{}...", &token[5..30]);
+        for (body, secrets) in [
+            (echoed_start.as_str(), vec![key.as_str()]),
+            ("wrong password hunter2", vec!["hunter2"]),
+            (echoed_middle.as_str(), vec!["pw", token]),
+        ] {
+            let text = error_text(body.as_bytes(), &secrets);
+            assert_eq!(
+                text, "(the registry's text is not shown: it quotes the credential)",
+                "{body}"
+            );
+        }
+        // A short, unrelated text is kept, and an empty secret matches nothing.
+        assert_eq!(
+            error_text(
+                b"{\"errors\":[{\"message\":\"denied\"}]}",
+                &[&key, "", token]
+            ),
+            "denied"
+        );
+        assert!(quotes(b"xx-hunter2-xx", b"hunter2"));
+        assert!(!quotes(b"hunter", b"hunter2"));
+    }
+
+    /// Before any credential is sent, a refusal is not the registry refusing it; after, a 403 for a
+    /// repository concerns that repository only, and a 401 the credential.
+    #[test]
+    fn a_403_is_scoped_to_the_repository_it_was_asked_about() {
+        let forbidden = scoped(CheckResult::rejected("403: denied"), Some("acme/app"));
+        assert_eq!(forbidden.repository.as_deref(), Some("acme/app"));
+        let unauthorized = scoped(CheckResult::rejected("401: bad login"), Some("acme/app"));
+        assert_eq!(unauthorized.repository, None);
+        let login_only = scoped(CheckResult::rejected("403: denied"), None);
+        assert_eq!(login_only.repository, None);
+        let fine = scoped(
+            CheckResult::unreachable("403 before login"),
+            Some("acme/app"),
+        );
+        assert_eq!(fine.repository, None);
         assert_eq!(api_host("registry.lab:5000"), "registry.lab:5000");
     }
 }

@@ -109,6 +109,7 @@ struct TokenState {
     realm: Mutex<String>,
     token_requests: AtomicUsize,
     v2_requests: AtomicUsize,
+    scopes: Mutex<Vec<String>>,
 }
 
 /// The token the server issues for the right password (long enough for the log-hygiene scan).
@@ -124,6 +125,7 @@ impl TokenRegistry {
             realm: Mutex::new(String::new()),
             token_requests: AtomicUsize::new(0),
             v2_requests: AtomicUsize::new(0),
+            scopes: Mutex::new(Vec::new()),
         });
         let router = Router::new()
             .route("/v2/", get(v2))
@@ -169,6 +171,11 @@ impl TokenRegistry {
     pub fn v2_requests(&self) -> usize {
         self.state.v2_requests.load(Ordering::SeqCst)
     }
+
+    /// The `scope` of every token request so far ("" when it had none).
+    pub fn scopes(&self) -> Vec<String> {
+        self.state.scopes.lock().unwrap().clone()
+    }
 }
 
 async fn v2(State(state): State<Arc<TokenState>>, headers: HeaderMap) -> Response {
@@ -192,9 +199,18 @@ async fn v2(State(state): State<Arc<TokenState>>, headers: HeaderMap) -> Respons
         .into_response()
 }
 
-async fn token(State(state): State<Arc<TokenState>>, headers: HeaderMap) -> Response {
+async fn token(
+    State(state): State<Arc<TokenState>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> Response {
     use base64::Engine as _;
     state.token_requests.fetch_add(1, Ordering::SeqCst);
+    let scope = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == "scope")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    state.scopes.lock().unwrap().push(scope);
     let next = state
         .script
         .lock()
