@@ -754,6 +754,23 @@ async fn a_review_for_a_namespace_that_does_not_exist_writes_nothing_and_leaves_
     h.assert_no_rbac_violation();
 }
 
+/// A namespace the watch delivers only after the first Pod's budget (a watch restarting, or slowed
+/// by the API server): that Pod is told the Secret is not provisioned, keeps the reference, and the
+/// Secret follows once the watch shows the namespace, with no other Pod. Nothing is written before.
+#[tokio::test]
+async fn a_namespace_the_watch_delivers_after_the_first_pod_still_gets_its_secret() {
+    let h = Harness::start("300ms").await;
+    h.api.reset_log();
+    let response = h.admit_as_is("late").await;
+    assert!(injects_reference(&response), "{response}");
+    assert!(not_provisioned(&response), "{:?}", warnings(&response));
+    assert_eq!(h.point_calls(), 0, "{:#?}", h.api.requests());
+    h.api.ensure_namespace("late");
+    assert!(h.secret_appears("late").await, "{:#?}", h.api.requests());
+    assert_eq!(h.api.all_secrets().len(), 1);
+    h.assert_no_rbac_violation();
+}
+
 /// With an opt-in selector, a namespace outside it gets nothing written; one inside it does. A
 /// namespace in the skip list is left alone entirely; a terminating one gets no write.
 #[tokio::test]

@@ -58,6 +58,11 @@ pub const DATA_KEY: &str = ".dockerconfigjson";
 /// Flights (one per Secret and namespace being provisioned) at most: while the API server is out of
 /// reach, flights wait for it, and forged reviews must not pile them up.
 const MAX_FLIGHTS: usize = 4096;
+/// A namespace the watch has not delivered within a review's budget may still be on its way (a
+/// watch restarting or slowed by the API server). At most this many such namespaces are followed,
+/// for [`LATE_NAMESPACE_GRACE`] each, so that forged namespaces cannot hold more.
+const LATE_NAMESPACE_WAITERS: usize = 64;
+const LATE_NAMESPACE_GRACE: Duration = Duration::from_secs(30);
 
 /// Times of the background machinery. Defaults suit a cluster; tests shorten them.
 #[derive(Debug, Clone)]
@@ -159,6 +164,7 @@ struct Inner {
     tokens: Mutex<HashMap<String, TokenTask>>,
     http: Result<HttpClient, String>,
     health: RegistryHealth,
+    late_namespaces: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
 }
 
@@ -239,6 +245,7 @@ impl KubePullSecrets {
             queue,
             tokens: Mutex::new(HashMap::new()),
             http: HttpClient::new().map_err(|e| e.to_string()),
+            late_namespaces: Arc::new(tokio::sync::Semaphore::new(LATE_NAMESPACE_WAITERS)),
             shutdown,
         });
         tokio::spawn(supervise(inner.clone(), config_rx));
@@ -404,6 +411,14 @@ impl Inner {
             .standing(request.namespace, &config, request.budget)
             .await
         {
+            if !request.dry_run
+                && self
+                    .namespaces
+                    .seen_standing(request.namespace, &config)
+                    .is_none()
+            {
+                self.follow_late_namespace(&registry.secret_name, request.namespace);
+            }
             return EnsureOutcome::NotEligible { reason };
         }
         let secret = registry.secret_name.as_str();
@@ -465,6 +480,29 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Provisions a namespace the watch has not delivered yet once it does, within
+    /// [`LATE_NAMESPACE_GRACE`]: the Pod that named it already has the reference, and the kubelet
+    /// retries its pulls. Nothing is written before the watch shows the namespace eligible; past
+    /// [`LATE_NAMESPACE_WAITERS`] such namespaces, new ones are not followed.
+    fn follow_late_namespace(self: &Arc<Self>, secret: &str, namespace: &str) {
+        let Ok(permit) = self.late_namespaces.clone().try_acquire_owned() else {
+            return;
+        };
+        let inner = self.clone();
+        let (secret, namespace) = (secret.to_owned(), namespace.to_owned());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let config = inner.config.borrow().clone();
+            let standing = tokio::select! {
+                standing = inner.namespaces.standing(&namespace, &config, LATE_NAMESPACE_GRACE) => standing,
+                () = inner.shutdown.cancelled() => return,
+            };
+            if matches!(standing, Standing::Eligible) {
+                drop(inner.flight(&secret, &namespace));
+            }
+        });
     }
 
     /// Joins the flight for (Secret, namespace), starting one if none is under way.
