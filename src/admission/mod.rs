@@ -354,8 +354,10 @@ fn credential_warnings(
     pull_secrets: &dyn PullSecrets,
     warnings: &mut Vec<String>,
 ) {
-    let now = std::time::SystemTime::now();
     for required in &decision.required {
+        if !required.registry.health_check.enabled {
+            continue;
+        }
         for (host, repository) in &required.hosts {
             if !dry_run {
                 pull_secrets.saw_image_host(required.registry, host, repository, namespace);
@@ -371,7 +373,9 @@ fn credential_warnings(
             {
                 continue;
             }
-            let age = now.duration_since(health.checked_at).unwrap_or_default();
+            let age = std::time::SystemTime::now()
+                .duration_since(health.checked_at)
+                .unwrap_or_default();
             push_warning_within(
                 warnings,
                 rejection_warning(host, &required.registry.secret_name, age, &health.detail),

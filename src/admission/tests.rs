@@ -3,6 +3,16 @@ use serde_json::{Value, json};
 use super::*;
 use crate::provisioning::ReferenceOnly;
 
+/// The same registries, with credentials: the registry check is on for them.
+fn checked_config() -> Config {
+    Config::from_yaml_str(
+        "registries:\n\
+         - {name: gcp, preset: gcp, secretName: gcr-pull, credentials: {dockerConfigJson: {file: /unused/config.json}}}\n\
+         skipNamespaces: [kube-system]\n",
+    )
+    .expect("valid test config")
+}
+
 fn config() -> Config {
     Config::from_yaml_str(
         "registries:\n\
@@ -714,7 +724,7 @@ async fn a_pod_on_a_host_whose_registry_rejected_the_credentials_is_warned_and_i
     ]}});
     let answer = review(
         &review_json("CREATE", "pods", None, pod),
-        &config(),
+        &checked_config(),
         &checks,
         None,
     )
@@ -752,6 +762,33 @@ async fn a_pod_on_a_host_whose_registry_rejected_the_credentials_is_warned_and_i
         .map(|(r, h, p)| (r.to_owned(), h.to_owned(), p.to_owned()))
     );
 
+    // An entry without the check (no credentials) records nothing and is never warned.
+    checks.seen.lock().expect("lock").clear();
+    let unchecked = review(
+        &review_json(
+            "CREATE",
+            "pods",
+            None,
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [
+                {"name": "a", "image": "europe-west1-docker.pkg.dev/acme/app/api:1"},
+            ]}}),
+        ),
+        &config(),
+        &checks,
+        None,
+    )
+    .await
+    .expect("review");
+    assert!(
+        !unchecked
+            .warnings
+            .iter()
+            .any(|w| w.contains("rejected the credentials")),
+        "{:#?}",
+        unchecked.warnings
+    );
+    assert!(checks.seen.lock().expect("lock").is_empty());
+
     // A dry run records nothing (no side effect) but is warned the same.
     checks.seen.lock().expect("lock").clear();
     let mut dry = review_json(
@@ -765,7 +802,7 @@ async fn a_pod_on_a_host_whose_registry_rejected_the_credentials_is_warned_and_i
     let mut value: Value = serde_json::from_slice(&dry).expect("json");
     value["request"]["dryRun"] = true.into();
     dry = serde_json::to_vec(&value).expect("json");
-    let answer = review(&dry, &config(), &checks, None)
+    let answer = review(&dry, &checked_config(), &checks, None)
         .await
         .expect("review");
     assert!(answer.dry_run);
@@ -786,7 +823,7 @@ async fn a_pod_on_a_host_whose_registry_rejected_the_credentials_is_warned_and_i
     ]}});
     let answer = review(
         &review_json("CREATE", "pods", None, other),
-        &config(),
+        &checked_config(),
         &checks,
         None,
     )
