@@ -41,6 +41,9 @@ pub struct HealthOptions {
     pub max_hosts: usize,
     /// Checks running at once at most.
     pub max_concurrent: usize,
+    /// A host no Pod has pulled from for this long is forgotten with its result, freeing its
+    /// place: made-up hosts from forged reviews do not hold the set for good.
+    pub forget_after: Duration,
 }
 
 impl Default for HealthOptions {
@@ -50,6 +53,7 @@ impl Default for HealthOptions {
             timeout: registry_check::DEFAULT_CHECK_TIMEOUT,
             max_hosts: 256,
             max_concurrent: 4,
+            forget_after: Duration::from_secs(3600),
         }
     }
 }
@@ -87,6 +91,8 @@ pub struct HostHealth {
 struct Seen {
     repository: String,
     namespace: String,
+    /// When a Pod last pulled from the host, in milliseconds since [`Inner::epoch`].
+    last_seen: Arc<AtomicU64>,
 }
 
 struct Entry {
@@ -139,7 +145,14 @@ struct Inner {
     permits: Arc<Semaphore>,
     wake: Notify,
     started: AtomicU64,
+    epoch: Instant,
     shutdown: CancellationToken,
+}
+
+impl Inner {
+    fn now_millis(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// The background registry checks. Cloning shares them.
@@ -170,6 +183,7 @@ impl RegistryHealth {
             in_flight: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             started: AtomicU64::new(0),
+            epoch: Instant::now(),
             shutdown,
         });
         tokio::spawn(run(inner.clone()));
@@ -184,8 +198,15 @@ impl RegistryHealth {
         }
         // The common case, a host already recorded: a shared read, no allocation.
         match self.inner.seen.try_read() {
-            Ok(seen) if get(&seen, &registry.name, host).is_none() => {}
-            _ => return,
+            Ok(seen) => {
+                if let Some(known) = get(&seen, &registry.name, host) {
+                    known
+                        .last_seen
+                        .store(self.inner.now_millis(), Ordering::Relaxed);
+                    return;
+                }
+            }
+            Err(_) => return,
         }
         let Ok(mut seen) = self.inner.seen.try_write() else {
             return;
@@ -200,6 +221,7 @@ impl RegistryHealth {
             Seen {
                 repository: repository.to_owned(),
                 namespace: namespace.to_owned(),
+                last_seen: Arc::new(AtomicU64::new(self.inner.now_millis())),
             },
         );
         drop(seen);
@@ -265,6 +287,7 @@ fn sweep(inner: &Arc<Inner>) {
                 let seen = repository.map(|repository| Seen {
                     repository: repository.to_owned(),
                     namespace: String::new(),
+                    last_seen: Arc::new(AtomicU64::new(0)),
                 });
                 targets.push((host.to_owned(), seen));
             }
@@ -312,15 +335,20 @@ fn forget_unchecked(inner: &Inner, checked: &[&Registry]) {
             .iter()
             .any(|r| r.name == registry && covers(&r.hosts, host, None).is_some())
     };
+    let forget_after = u64::try_from(inner.options.forget_after.as_millis()).unwrap_or(u64::MAX);
+    let now = inner.now_millis();
+    let idle =
+        |seen: &Seen| now.saturating_sub(seen.last_seen.load(Ordering::Relaxed)) > forget_after;
     // Write locks only when something is to go: admission's reads do not wait, and fail on a
     // write lock.
-    if inner
-        .seen
-        .read()
-        .is_ok_and(|seen| any_dropped(&seen, covered))
-        && let Ok(mut seen) = inner.seen.write()
+    if inner.seen.read().is_ok_and(|seen| {
+        any_dropped(&seen, covered) || seen.values().flat_map(HashMap::values).any(idle)
+    }) && let Ok(mut seen) = inner.seen.write()
     {
-        retain(&mut seen, covered, |_, _| {});
+        for (registry, hosts) in seen.iter_mut() {
+            hosts.retain(|host, seen| covered(registry, host) && !idle(seen));
+        }
+        seen.retain(|_, hosts| !hosts.is_empty());
     }
     let Ok(seen) = inner.seen.read().map(|seen| seen.clone()) else {
         return;
@@ -568,6 +596,25 @@ mod tests {
         listener.local_addr().expect("addr").port()
     }
 
+    /// A checker with its own metrics, without Events.
+    fn start(
+        config: watch::Receiver<Arc<Config>>,
+        lookup: CredentialLookup,
+        options: HealthOptions,
+    ) -> (RegistryHealth, Arc<Metrics>, CancellationToken) {
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let health = RegistryHealth::start(
+            config,
+            lookup,
+            None,
+            metrics.clone(),
+            options,
+            shutdown.clone(),
+        );
+        (health, metrics, shutdown)
+    }
+
     async fn until(mut done: impl FnMut() -> bool) -> bool {
         for _ in 0..500 {
             if done() {
@@ -602,18 +649,13 @@ mod tests {
                 Some(Arc::new(render_basic(&patterns, "ci", &password)))
             })
         };
-        let metrics = Arc::new(Metrics::new());
-        let shutdown = CancellationToken::new();
-        let health = RegistryHealth::start(
+        let (health, metrics, shutdown) = start(
             config_rx,
             lookup,
-            None,
-            metrics.clone(),
             HealthOptions {
                 tick: Duration::from_millis(20),
                 ..HealthOptions::default()
             },
-            shutdown.clone(),
         );
         assert!(
             until(|| health.last("lab", &host).is_some()).await,
@@ -638,6 +680,66 @@ mod tests {
         config_tx.send_replace(config(false));
         assert!(until(|| health.last("lab", &host).is_none()).await);
         assert!(!metrics.render().contains(&host), "{}", metrics.render());
+        shutdown.cancel();
+    }
+
+    /// The set of hosts is bounded, and a host no Pod pulls from any more leaves it with its
+    /// result and metric series, so the place goes to the next host. One a Pod keeps using stays.
+    #[tokio::test]
+    async fn hosts_no_pod_uses_any_more_are_forgotten_and_free_their_place() {
+        let (old, new, kept) = (closed_port(), closed_port(), closed_port());
+        let text = format!(
+            "registries:\n- name: lab\n  hosts: [\"127.0.0.1:{old}\", \"127.0.0.1:{new}\", \"127.0.0.1:{kept}\"]\n  secretName: lab-pull\n  credentials: {{basicAuth: {{usernameFile: /u, passwordFile: /p}}}}\n"
+        );
+        let config = Arc::new(Config::from_yaml_str(&text).expect("config"));
+        let registry = config.registries[0].clone();
+        let (_config_tx, config_rx) = watch::channel(config);
+        let lookup: CredentialLookup = {
+            let patterns = registry.hosts.clone();
+            Arc::new(move |_: &str| Some(Arc::new(render_basic(&patterns, "ci", "pw"))))
+        };
+        let (health, metrics, shutdown) = start(
+            config_rx,
+            lookup,
+            HealthOptions {
+                tick: Duration::from_millis(20),
+                max_hosts: 2,
+                forget_after: Duration::from_millis(300),
+                ..HealthOptions::default()
+            },
+        );
+        let (old, new, kept) = (
+            format!("127.0.0.1:{old}"),
+            format!("127.0.0.1:{new}"),
+            format!("127.0.0.1:{kept}"),
+        );
+        health.saw(&registry, &old, "team/app", "team-a");
+        health.saw(&registry, &kept, "team/app", "team-a");
+        assert!(
+            until(|| health.last("lab", &old).is_some()).await,
+            "never checked"
+        );
+        // Full: a third host is not recorded.
+        health.saw(&registry, &new, "team/app", "team-a");
+        assert_eq!(health.hosts_seen(), 2);
+        // Pods keep pulling from `kept` only; `old` goes, with its result and series.
+        assert!(
+            until(|| {
+                health.saw(&registry, &kept, "team/app", "team-a");
+                health.last("lab", &old).is_none()
+            })
+            .await,
+            "never forgotten"
+        );
+        assert!(!metrics.render().contains(&old), "{}", metrics.render());
+        assert!(health.last("lab", &kept).is_some());
+        // The freed place takes the next host.
+        health.saw(&registry, &new, "team/app", "team-a");
+        assert!(
+            until(|| health.last("lab", &new).is_some()).await,
+            "new host never checked"
+        );
+        assert_eq!(health.hosts_seen(), 2);
         shutdown.cancel();
     }
 
