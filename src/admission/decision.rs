@@ -160,19 +160,24 @@ pub(crate) fn decide<'c, 'p>(
             }
         };
         for registry in &config.registries {
+            let required = decision
+                .required
+                .iter_mut()
+                .find(|r| std::ptr::eq(r.registry, registry));
+            // Another image on a host already recorded for this Secret needs no matching at all.
+            if required
+                .as_ref()
+                .is_some_and(|r| r.hosts.iter().any(|(h, _)| *h == reference.domain))
+            {
+                continue;
+            }
             let Some(pattern) = registry.hosts.iter().find(|p| p.matches(&reference)) else {
                 continue;
             };
-            if let Some(required) = decision
-                .required
-                .iter_mut()
-                .find(|r| std::ptr::eq(r.registry, registry))
-            {
-                if !required.hosts.iter().any(|(h, _)| *h == reference.domain) {
-                    required
-                        .hosts
-                        .push((reference.domain, reference.normalized_path()));
-                }
+            if let Some(required) = required {
+                required
+                    .hosts
+                    .push((reference.domain, reference.normalized_path()));
                 continue;
             }
             decision.required.push(RequiredSecret {
