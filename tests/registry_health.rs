@@ -86,8 +86,13 @@ impl Webhook {
     /// A Pod CREATE pulling `image`; the answer's warnings.
     async fn admit(&self, image: &str) -> Vec<String> {
         self.api.ensure_namespace("team-a");
+        self.admit_in("team-a", image).await
+    }
+
+    /// A Pod CREATE naming `namespace` as it stands: a forged review can name any.
+    async fn admit_in(&self, namespace: &str, image: &str) -> Vec<String> {
         let mut conn = self.server.client.connect().await.expect("connect");
-        let reply = conn.review(pod_review(image)).await;
+        let reply = conn.review(pod_review(namespace, image)).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let response = reply.json();
         assert_eq!(response["response"]["allowed"], true, "{response}");
@@ -134,7 +139,7 @@ fn ca_file_line(registry_ca: &std::path::Path) -> String {
     format!("  caFile: {}\n", registry_ca.display())
 }
 
-fn pod_review(image: &str) -> Vec<u8> {
+fn pod_review(namespace: &str, image: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -142,11 +147,11 @@ fn pod_review(image: &str) -> Vec<u8> {
             "uid": format!("uid-{}", std::process::id()),
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "team-a",
+            "namespace": namespace,
             "operation": "CREATE",
             "object": {
                 "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "api-", "namespace": "team-a"},
+                "metadata": {"generateName": "api-", "namespace": namespace},
                 "spec": {"containers": [{"name": "api", "image": image}]}
             }
         }
@@ -330,6 +335,39 @@ async fn a_rotated_password_is_ok_again_after_the_next_check() {
     webhook.await_status(&host, CheckStatus::Ok).await;
     let warnings = webhook.admit(&format!("{host}/team/app:1")).await;
     assert!(rejected_warnings(&warnings).is_empty(), "{warnings:?}");
+}
+
+/// The namespace of the first Pod on a host comes from its review, which may be forged: a
+/// namespace the watch never showed gets no Event, though the check runs and later Pods are warned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_namespace_gets_no_event() {
+    let registry = DistributionRegistry::start(USER, PASSWORD).await;
+    let host = registry.host();
+    let webhook = Webhook::start(
+        std::slice::from_ref(&host),
+        WRONG_PASSWORD,
+        &ca_file_line(&registry.ca_file()),
+        test_health(),
+    )
+    .await;
+    webhook
+        .admit_in("ghost", &format!("{host}/team/app:1"))
+        .await;
+    webhook.await_status(&host, CheckStatus::Rejected).await;
+    let next = webhook.admit(&format!("{host}/team/app:1")).await;
+    assert_eq!(rejected_warnings(&next).len(), 1, "{next:?}");
+    assert!(
+        webhook.api.events().is_empty(),
+        "{:#?}",
+        webhook.api.events()
+    );
+    let created = webhook
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "events")
+        .count();
+    assert_eq!(created, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -829,6 +829,15 @@ impl Inner {
         let Some(namespace) = rejection.namespace else {
             return;
         };
+        // The namespace came from a review, which may be forged: written to only when the watch
+        // shows it exists and is eligible, as for the pull Secrets.
+        let config = self.config.borrow().clone();
+        if let Standing::Ineligible(reason) | Standing::Unknown(reason) =
+            self.namespaces.standing_now(&namespace, &config)
+        {
+            tracing::info!(registry = %rejection.registry, host = %rejection.host, namespace = %namespace, %reason, "Event about the rejected credentials not posted");
+            return;
+        }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let event = Event {
             metadata: ObjectMeta {
