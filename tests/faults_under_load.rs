@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use pullsecret_injector::provisioning::health::HealthOptions;
 use pullsecret_injector::provisioning::{EnsureOutcome, EnsureRequest, PullSecrets};
 use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
 use pullsecret_injector::serving::Metrics;
@@ -139,11 +138,7 @@ async fn no_admission_request_fails_while_everything_around_it_does() {
             retry_max: Duration::from_millis(400),
             max_writes_per_second: 200,
             foreign_recheck: Duration::from_secs(3600),
-            // Hosts are not recorded: no registry check leaves the loopback.
-            health: HealthOptions {
-                max_hosts: 0,
-                ..HealthOptions::default()
-            },
+            health: support::offline_health(),
             ..ProvisionerOptions::default()
         },
     );
@@ -460,11 +455,7 @@ async fn a_foreign_secret_seen_first_by_the_watch_still_warns_the_first_pod() {
         metrics.clone(),
         ProvisionerOptions {
             foreign_recheck: Duration::from_secs(3600),
-            // Hosts are not recorded: no registry check leaves the loopback.
-            health: HealthOptions {
-                max_hosts: 0,
-                ..HealthOptions::default()
-            },
+            health: support::offline_health(),
             ..ProvisionerOptions::default()
         },
     );

@@ -286,11 +286,7 @@ fn test_options() -> ProvisionerOptions {
         // scenario takes the path where its credentials enter this process.
         foreign_recheck: Duration::ZERO,
         // reload_poll: the default (30 s) backs up the file watch and never fires in a test.
-        // Hosts are not recorded: no registry check leaves the loopback.
-        health: HealthOptions {
-            max_hosts: 0,
-            ..HealthOptions::default()
-        },
+        health: support::offline_health(),
         ..ProvisionerOptions::default()
     }
 }

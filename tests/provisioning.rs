@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Secret;
-use pullsecret_injector::provisioning::health::HealthOptions;
 use pullsecret_injector::provisioning::{KubePullSecrets, ProvisionerOptions};
 use pullsecret_injector::serving::Metrics;
 use serde_json::json;
@@ -38,11 +37,7 @@ fn test_options() -> ProvisionerOptions {
         max_writes_per_second: 200,
         foreign_recheck: Duration::from_secs(3600),
         reload_poll: Duration::from_secs(3600),
-        // Hosts are not recorded: no registry check leaves the loopback.
-        health: HealthOptions {
-            max_hosts: 0,
-            ..HealthOptions::default()
-        },
+        health: support::offline_health(),
     }
 }
 

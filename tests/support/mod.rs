@@ -261,3 +261,12 @@ pub fn patched_object(request: &[u8], response: &serde_json::Value) -> serde_jso
     }
     object
 }
+
+/// Registry-check options for tests whose Pods name real registry hosts: no host is recorded, so
+/// no check ever leaves the loopback.
+pub fn offline_health() -> pullsecret_injector::provisioning::health::HealthOptions {
+    pullsecret_injector::provisioning::health::HealthOptions {
+        max_hosts: 0,
+        ..Default::default()
+    }
+}
